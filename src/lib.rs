@@ -1,0 +1,1 @@
+//! bkops: a Kubernetes operator that makes BlueKing operations declarative.
