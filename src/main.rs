@@ -1,1 +1,2 @@
+//! The `bkops` command line: a thin layer over the library.
 fn main() {}
