@@ -1,2 +1,59 @@
 //! The `bkops` command line: a thin layer over the library.
-fn main() {}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use bkops::crdgen::{self, CrdKind};
+
+/// bkops: declarative BlueKing operations (GSEKit, BKFlow, NodeMan, JOB) on Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "bkops", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (all kinds, or one with --kind), or write
+    /// one file per kind with --out-dir.
+    Crds {
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<CrdKind>,
+        /// Write one file per kind into this folder instead of printing.
+        #[arg(long, conflicts_with = "kind")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bkops: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crds { kind, out_dir } => {
+            if let Some(dir) = out_dir {
+                for path in crdgen::write_dir(&dir)? {
+                    eprintln!("wrote {}", path.display());
+                }
+            } else {
+                let kinds = kind
+                    .map(|k| vec![k])
+                    .unwrap_or_else(|| CrdKind::ALL.to_vec());
+                print!("{}", crdgen::render(&kinds)?);
+            }
+            Ok(())
+        }
+    }
+}
