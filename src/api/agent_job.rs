@@ -42,9 +42,10 @@ pub struct AgentJobSpec {
     /// The operation. NodeMan `job_type`.
     pub job_type: NodemanJobType,
 
-    /// Business ids (a list, as NodeMan takes it). NodeMan `bk_biz_id`; honoured with
-    /// `excludeHosts` (select-all mode).
-    pub bk_biz_id: Vec<i64>,
+    /// Business ids (a list, as NodeMan takes it). NodeMan `bk_biz_id`; honoured only with
+    /// `excludeHosts` (select-all mode). The seed marks it required, upstream does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bk_biz_id: Option<Vec<i64>>,
 
     /// Search conditions for select-all mode, e.g. `{key: inner_ip, value: ["127.0.0.1"]}`.
     /// NodeMan `conditions`.
@@ -226,7 +227,7 @@ impl AgentJobSpec {
                 }
             }
         }
-        for (i, id) in self.bk_biz_id.iter().enumerate() {
+        for (i, id) in self.bk_biz_id.iter().flatten().enumerate() {
             if *id < 1 {
                 errors.push(
                     spec.child("bkBizId").index(i),

@@ -211,7 +211,7 @@ pub struct TopoNode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[x_kube(
     cel,
-    validation = Rule::new("!has(self.scriptContent) || size(self.scriptContent) == 0 || has(self.scriptType)").message("scriptType is required when scriptContent is set")
+    validation = Rule::new("!has(self.scriptContent) || size(self.scriptContent) == 0 || has(self.scriptId) || has(self.scriptType)").message("scriptType is required when scriptContent is set without scriptId")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
@@ -358,15 +358,17 @@ impl ExecuteJobSpec {
                     86400,
                 );
             }
+            // scriptId wins over scriptContent upstream, so the type only matters without an id.
             if step
                 .script_content
                 .as_deref()
                 .is_some_and(|c| !c.is_empty())
+                && step.script_id.is_none()
                 && step.script_type.is_none()
             {
                 errors.push(
                     path.child("scriptType"),
-                    "is required when scriptContent is set",
+                    "is required when scriptContent is set without scriptId",
                 );
             }
             for (j, src) in step.file_source.iter().flatten().enumerate() {

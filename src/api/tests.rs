@@ -266,7 +266,7 @@ fn step_rules() {
         .map(|e| format!("{e:?}"))
         .unwrap_or_default();
     assert!(
-        err.contains("scriptType is required when scriptContent is set"),
+        err.contains("scriptType is required when scriptContent is set without scriptId"),
         "{err}"
     );
     let spec: ExecuteJobSpec =
