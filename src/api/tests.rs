@@ -269,9 +269,15 @@ fn step_rules() {
         err.contains("scriptType is required when scriptContent is set without scriptId"),
         "{err}"
     );
-    let spec: ExecuteJobSpec =
-        serde_json::from_value(json!({"jobApi": "v2", "bkBizId": 1, "bkJobId": 1, "steps": [bad]}))
-            .unwrap();
+    // The seed's second step: scriptId wins over scriptContent, so no type is needed.
+    let seed =
+        json!({"stepId": 1, "scriptId": 1, "scriptContent": "ZWNobyAkMQ==", "dbAccountId": 31});
+    assert!(execute_job::Step::validate_cel(&seed, None).is_ok());
+    let spec: ExecuteJobSpec = serde_json::from_value(
+        json!({"jobApi": "v2", "bkBizId": 1, "bkJobId": 1, "steps": [bad, seed]}),
+    )
+    .unwrap();
+    assert_eq!(spec.validate().errors().len(), 1, "{}", spec.validate());
     assert!(
         spec.validate()
             .to_string()
