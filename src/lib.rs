@@ -4,3 +4,4 @@
 //! knows nothing of Kubernetes, and the run lifecycle sits between them.
 
 pub mod bk;
+pub mod sim;
