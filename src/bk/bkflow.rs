@@ -443,10 +443,7 @@ impl Bkflow<'_> {
             )
             .await?;
         let (items, count) = super::facade::list_items(raw);
-        let list = items
-            .into_iter()
-            .filter_map(|i| serde_json::from_value::<Task>(i).ok())
-            .collect();
+        let list = self.client.decode_rows(items);
         Ok(TaskListPage { list, count })
     }
 }

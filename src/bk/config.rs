@@ -160,6 +160,9 @@ pub struct ClientConfig {
     /// installations that do not read `X-Bkapi-Authorization`. Off by default because a body is
     /// more likely to be logged somewhere than a header.
     pub esb_credentials_in_body: bool,
+    /// UTC offset (seconds) of timestamps sent without one (NodeMan, GSEKit list rows, JOB v2
+    /// `YYYY-MM-DD HH:MM:SS`): the SaaS `TIME_ZONE`, Asia/Shanghai (+08:00) by default.
+    pub naive_time_offset_secs: i32,
 }
 
 impl ClientConfig {
@@ -178,6 +181,7 @@ impl ClientConfig {
             max_in_flight: 8,
             ca_bundle_pem: None,
             esb_credentials_in_body: false,
+            naive_time_offset_secs: super::de::BK_DEFAULT_OFFSET_SECS,
         }
     }
 }

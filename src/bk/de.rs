@@ -162,8 +162,23 @@ pub(crate) fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Ut
 }
 
 /// BlueKing's SaaS default `TIME_ZONE` is Asia/Shanghai; timestamps without an offset
-/// (GSEKit, NodeMan) are read in it.
-const BK_DEFAULT_OFFSET_SECS: i32 = 8 * 3600;
+/// (NodeMan, JOB v2) are read in it unless the client is configured otherwise.
+pub(crate) const BK_DEFAULT_OFFSET_SECS: i32 = 8 * 3600;
+
+thread_local! {
+    /// The offset for naive timestamps while a client decodes an answer. Serde offers no
+    /// decoding context, and decoding is synchronous, so a scoped thread-local carries the
+    /// client's setting into [`time`] without threading it through every type.
+    static NAIVE_OFFSET_SECS: std::cell::Cell<i32> = const { std::cell::Cell::new(BK_DEFAULT_OFFSET_SECS) };
+}
+
+/// Runs `f` (a synchronous decode) with naive timestamps read at `offset_secs` east of UTC.
+pub(crate) fn with_naive_offset<R>(offset_secs: i32, f: impl FnOnce() -> R) -> R {
+    let prev = NAIVE_OFFSET_SECS.with(|c| c.replace(offset_secs));
+    let out = f();
+    NAIVE_OFFSET_SECS.with(|c| c.set(prev));
+    out
+}
 
 /// Parses epoch seconds or milliseconds (JOB uses ms), RFC 3339, and
 /// `YYYY-MM-DD HH:MM:SS[.f][ +zzzz]`.
@@ -200,7 +215,7 @@ fn parse_time_str(s: &str) -> Option<DateTime<Utc>> {
     }
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
-            let tz = FixedOffset::east_opt(BK_DEFAULT_OFFSET_SECS)?;
+            let tz = FixedOffset::east_opt(NAIVE_OFFSET_SECS.with(|c| c.get()))?;
             return tz
                 .from_local_datetime(&naive)
                 .single()
@@ -249,5 +264,11 @@ mod tests {
         assert_eq!(parse_time(&json!("")), None);
         assert_eq!(parse_time(&json!(0)), None);
         assert_eq!(parse_time(&json!("garbage")), None);
+        let utc = Utc.with_ymd_and_hms(2023, 10, 16, 17, 24, 7).single();
+        assert_eq!(
+            with_naive_offset(0, || parse_time(&json!("2023-10-16 17:24:07"))),
+            utc
+        );
+        assert_eq!(parse_time(&json!("2023-10-16 17:24:07")), want, "restored");
     }
 }

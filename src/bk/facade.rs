@@ -1322,6 +1322,7 @@ impl BkClient {
                 since: q.since,
                 until: q.until,
                 operator: q.creator.clone(),
+                job_plan_id,
                 start: page * SEARCH_PAGE,
                 length: SEARCH_PAGE,
             };

@@ -466,14 +466,10 @@ impl Gsekit<'_> {
             )
             .await?;
         let (items, count) = super::facade::list_items(raw);
-        let mut list = Vec::with_capacity(items.len());
-        for item in items {
-            // A row this client cannot read is skipped rather than failing the whole search.
-            if let Ok(job) = serde_json::from_value::<JobInfo>(item) {
-                list.push(job);
-            }
-        }
-        Ok(JobListPage { list, count })
+        Ok(JobListPage {
+            list: self.client.decode_rows(items),
+            count,
+        })
     }
 }
 

@@ -460,6 +460,8 @@ pub struct JobInstanceListQuery {
     pub until: DateTime<Utc>,
     /// Operator.
     pub operator: Option<String>,
+    /// Plan id (`job_plan_id` filter).
+    pub job_plan_id: Option<i64>,
     /// Offset.
     pub start: u32,
     /// Page size.
@@ -612,6 +614,9 @@ impl Job<'_> {
         if let Some(op) = &q.operator {
             params["operator"] = json!(op);
         }
+        if let Some(plan) = q.job_plan_id {
+            params["job_plan_id"] = json!(plan);
+        }
         let raw: Value = self
             .client
             .call(
@@ -621,10 +626,7 @@ impl Job<'_> {
             )
             .await?;
         let (items, count) = super::facade::list_items(raw);
-        let list = items
-            .into_iter()
-            .filter_map(|i| serde_json::from_value::<JobInstanceListItem>(i).ok())
-            .collect();
+        let list = self.client.decode_rows(items);
         Ok(JobInstanceListPage { list, count })
     }
 

@@ -211,6 +211,18 @@ impl BkClient {
     }
 }
 
+impl BkClient {
+    /// Decodes list rows; a row this client cannot read is skipped rather than failing the
+    /// whole list (a search must not break on one odd row).
+    fn decode_rows<T: DeserializeOwned>(&self, rows: Vec<Value>) -> Vec<T> {
+        de::with_naive_offset(self.inner.transport.naive_offset_secs, || {
+            rows.into_iter()
+                .filter_map(|r| serde_json::from_value::<T>(r).ok())
+                .collect()
+        })
+    }
+}
+
 /// What a typed call hands to [`BkClient::call`].
 struct CallSpec<'a> {
     call: CallInfo,

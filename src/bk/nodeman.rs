@@ -490,10 +490,7 @@ impl Nodeman<'_> {
             )
             .await?;
         let (items, count) = super::facade::list_items(raw);
-        let list = items
-            .into_iter()
-            .filter_map(|i| serde_json::from_value::<JobListItem>(i).ok())
-            .collect();
+        let list = self.client.decode_rows(items);
         Ok(JobListPage { list, count })
     }
 }

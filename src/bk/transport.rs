@@ -91,6 +91,8 @@ pub(crate) struct Transport {
     in_flight: Semaphore,
     /// Set by a 429: no call leaves before this instant (a per-connection back-off).
     paused_until: Mutex<Option<Instant>>,
+    /// Offset of timestamps without one.
+    pub(crate) naive_offset_secs: i32,
 }
 
 impl Transport {
@@ -153,6 +155,11 @@ impl Transport {
         let quota = Quota::with_period(period)
             .ok_or_else(|| BkError::Config("qps too high".into()))?
             .allow_burst(burst);
+        if chrono::FixedOffset::east_opt(cfg.naive_time_offset_secs).is_none() {
+            return Err(BkError::Config(
+                "naive_time_offset_secs out of range".into(),
+            ));
+        }
         if cfg.max_in_flight == 0 {
             return Err(BkError::Config("max_in_flight must be at least 1".into()));
         }
@@ -166,6 +173,7 @@ impl Transport {
             limiter: RateLimiter::direct(quota),
             in_flight: Semaphore::new(cfg.max_in_flight),
             paused_until: Mutex::new(None),
+            naive_offset_secs: cfg.naive_time_offset_secs,
         })
     }
 
@@ -198,7 +206,7 @@ impl Transport {
                     .await?
             }
         };
-        decode_data(req.call, data)
+        super::de::with_naive_offset(self.naive_offset_secs, || decode_data(req.call, data))
     }
 
     /// One attempt: wait for the rate limiter and an in-flight slot, send, decode the envelope.
