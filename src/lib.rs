@@ -4,4 +4,6 @@
 //! knows nothing of Kubernetes, and the run lifecycle sits between them.
 
 pub mod api;
+pub mod bk;
 pub mod crdgen;
+pub mod sim;

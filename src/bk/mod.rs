@@ -1,0 +1,289 @@
+//! The typed async BlueKing client: GSEKit, BKFlow, NodeMan and JOB, over the API gateway or
+//! the legacy ESB.
+//!
+//! It knows nothing of Kubernetes. Layers:
+//! - [`transport`](self) (private): auth header, tenant header, rate limit, in-flight cap,
+//!   envelope decoding, error classification inputs, retries for safe calls;
+//! - [`gsekit`], [`bkflow`], [`nodeman`], [`job`]: typed requests and answers per system;
+//! - [`facade`]: the system-neutral calls the run lifecycle uses (`submit`, `start`,
+//!   `progress`, `cancel`, `search`).
+//!
+//! Creates are never retried; anything unclear about a create is
+//! [`ErrorClass::Ambiguous`]. See [`error::classify_answer`] for the whole table.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+pub mod bkflow;
+pub mod config;
+pub(crate) mod de;
+pub mod error;
+pub mod facade;
+pub mod gsekit;
+pub mod job;
+pub mod nodeman;
+mod transport;
+
+pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth};
+pub use error::{ApiError, BkError, CallInfo, CallKind, Code, ErrorClass, TransportFailure};
+pub use facade::{
+    CancelOutcome, Candidate, CreateRequest, FailedTarget, JobPhase, JobRef, Progress, SearchQuery,
+    SearchTarget, Submitted, Summary,
+};
+
+use transport::{Request, Transport};
+
+/// The four BlueKing systems the client talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// GSEKit (process and config-file jobs).
+    Gsekit,
+    /// BKFlow (task flows).
+    Bkflow,
+    /// NodeMan (agent and plugin jobs).
+    Nodeman,
+    /// JOB (job plans).
+    Job,
+}
+
+impl System {
+    /// A stable lowercase name, fit for metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            System::Gsekit => "gsekit",
+            System::Bkflow => "bkflow",
+            System::Nodeman => "nodeman",
+            System::Job => "job",
+        }
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            System::Gsekit => "GSEKit",
+            System::Bkflow => "BKFlow",
+            System::Nodeman => "NodeMan",
+            System::Job => "JOB",
+        })
+    }
+}
+
+/// Legacy ESB component prefix, relative to the ESB host root.
+const ESB_PREFIX: &str = "api/c/compapi/v2/";
+
+/// A configured endpoint with its base URL checked and normalised.
+#[derive(Clone, Debug)]
+struct Resolved {
+    mode: Mode,
+    base: Url,
+}
+
+struct Inner {
+    transport: Transport,
+    gsekit: Option<Resolved>,
+    bkflow: Option<Resolved>,
+    nodeman: Option<Resolved>,
+    job: Option<Resolved>,
+    /// The user name, when the credentials carry one: BKFlow operations name an operator.
+    username: Option<String>,
+}
+
+/// The BlueKing client. Cheap to clone; clones share one connection pool, one rate limiter and
+/// one in-flight cap, so build one client per connection (per `BkConnection`).
+#[derive(Clone)]
+pub struct BkClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BkClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |e: &Option<Resolved>| e.as_ref().map(|r| format!("{:?} {}", r.mode, r.base));
+        f.debug_struct("BkClient")
+            .field("gsekit", &show(&self.inner.gsekit))
+            .field("bkflow", &show(&self.inner.bkflow))
+            .field("nodeman", &show(&self.inner.nodeman))
+            .field("job", &show(&self.inner.job))
+            .finish_non_exhaustive()
+    }
+}
+
+impl BkClient {
+    /// Builds a client; fails on an unusable configuration (bad URL, BKFlow over ESB, zero
+    /// rate, bad CA bundle).
+    pub fn new(config: ClientConfig) -> Result<BkClient, BkError> {
+        let resolve = |e: &Option<Endpoint>| -> Result<Option<Resolved>, BkError> {
+            e.as_ref()
+                .map(|e| {
+                    Ok(Resolved {
+                        mode: e.mode,
+                        base: e.normalized_base()?,
+                    })
+                })
+                .transpose()
+        };
+        let bkflow = resolve(&config.bkflow)?;
+        if bkflow.as_ref().is_some_and(|r| r.mode == Mode::Esb) {
+            return Err(BkError::Config(
+                "BKFlow has no legacy ESB component; configure its API gateway".into(),
+            ));
+        }
+        let username = match &config.credentials.user {
+            UserAuth::Username(u) => Some(u.clone()),
+            _ => None,
+        };
+        Ok(BkClient {
+            inner: Arc::new(Inner {
+                transport: Transport::new(&config)?,
+                gsekit: resolve(&config.gsekit)?,
+                bkflow,
+                nodeman: resolve(&config.nodeman)?,
+                job: resolve(&config.job)?,
+                username,
+            }),
+        })
+    }
+
+    fn endpoint(&self, system: System) -> Result<&Resolved, BkError> {
+        let e = match system {
+            System::Gsekit => &self.inner.gsekit,
+            System::Bkflow => &self.inner.bkflow,
+            System::Nodeman => &self.inner.nodeman,
+            System::Job => &self.inner.job,
+        };
+        e.as_ref()
+            .ok_or_else(|| BkError::Config(format!("no endpoint configured for {system}")))
+    }
+
+    /// The mode `system` is reached through, if configured.
+    pub fn mode(&self, system: System) -> Option<Mode> {
+        self.endpoint(system).ok().map(|r| r.mode)
+    }
+
+    /// Builds and runs one call. `gateway`/`esb` are the resource paths relative to the
+    /// endpoint base (ESB paths without the `api/c/compapi/v2/` prefix); `None` means the
+    /// system has no such resource in that mode.
+    async fn call<T: DeserializeOwned>(&self, spec: CallSpec<'_>) -> Result<T, BkError> {
+        let ep = self.endpoint(spec.call.system)?;
+        let (path, method, esb) = match ep.mode {
+            Mode::Gateway => (
+                spec.gateway.map(str::to_owned),
+                spec.gateway_method.clone(),
+                false,
+            ),
+            Mode::Esb => (
+                spec.esb.map(|p| format!("{ESB_PREFIX}{p}")),
+                spec.esb_method.clone(),
+                true,
+            ),
+        };
+        let path = path.ok_or_else(|| {
+            BkError::Config(format!(
+                "{} has no {:?} resource for {}",
+                spec.call.system, ep.mode, spec.call.endpoint
+            ))
+        })?;
+        let url = ep
+            .base
+            .join(&path)
+            .map_err(|e| BkError::Config(format!("bad resource path {path}: {e}")))?;
+        let (query, body) = if method == Method::GET {
+            (to_query(spec.params), None)
+        } else {
+            (Vec::new(), Some(spec.params))
+        };
+        let req = Request {
+            call: spec.call,
+            method,
+            url,
+            query,
+            body,
+            esb,
+        };
+        self.inner.transport.call(&req).await
+    }
+}
+
+impl BkClient {
+    /// Decodes list rows; a row this client cannot read is skipped rather than failing the
+    /// whole list (a search must not break on one odd row).
+    fn decode_rows<T: DeserializeOwned>(&self, rows: Vec<Value>) -> Vec<T> {
+        de::with_naive_offset(self.inner.transport.naive_offset_secs, || {
+            rows.into_iter()
+                .filter_map(|r| serde_json::from_value::<T>(r).ok())
+                .collect()
+        })
+    }
+}
+
+/// What a typed call hands to [`BkClient::call`].
+struct CallSpec<'a> {
+    call: CallInfo,
+    gateway: Option<&'a str>,
+    gateway_method: Method,
+    esb: Option<&'a str>,
+    esb_method: Method,
+    /// Body for POST, query parameters for GET (top-level scalars only).
+    params: Value,
+}
+
+impl<'a> CallSpec<'a> {
+    fn new(system: System, endpoint: &'static str, kind: CallKind, params: Value) -> Self {
+        CallSpec {
+            call: CallInfo {
+                system,
+                endpoint,
+                kind,
+            },
+            gateway: None,
+            gateway_method: Method::POST,
+            esb: None,
+            esb_method: Method::POST,
+            params,
+        }
+    }
+
+    fn gateway(mut self, method: Method, path: &'a str) -> Self {
+        self.gateway = Some(path);
+        self.gateway_method = method;
+        self
+    }
+
+    fn esb(mut self, method: Method, path: &'a str) -> Self {
+        self.esb = Some(path);
+        self.esb_method = method;
+        self
+    }
+}
+
+/// Flattens a JSON object into query pairs; lists become comma-separated values.
+fn to_query(params: Value) -> Vec<(String, String)> {
+    let Value::Object(map) = params else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter_map(|(k, v)| {
+            let val = match v {
+                Value::Null => return None,
+                Value::String(s) => s,
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            Some((k, val))
+        })
+        .collect()
+}
