@@ -69,6 +69,7 @@ pub(crate) fn parse_body(raw: &[u8]) -> Result<Value, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
