@@ -165,7 +165,19 @@ async fn gsekit_seed_via_esb_and_gateway() {
         "empty id list selects none"
     );
 
-    // Gateway: bk_biz_id in the path, credentials in the header.
+    // Gateway: bk_biz_id in the path, credentials in the header. A long run, so that the
+    // pending phase is observable on a slow machine; `finish` then ends it.
+    sim.control()
+        .set_behaviour(&Behaviour {
+            system: System::Gsekit,
+            failed_targets: None,
+            wait_for_user: false,
+            duration_ms: Some(60_000),
+            targets: None,
+            times: Some(1),
+        })
+        .await
+        .unwrap();
     let r = call(
         Method::POST,
         &gw(&sim, "bk-gsekit", "api/2/job/"),
@@ -177,6 +189,8 @@ async fn gsekit_seed_via_esb_and_gateway() {
     let status_url = gw(&sim, "bk-gsekit", &format!("api/2/job/{id}/job_status/"));
     let first = post(&status_url, json!({}), true).await.body;
     assert_eq!(first["data"]["job_info"]["status"], "pending");
+    assert_eq!(first["data"]["job_info"]["is_ready"], false);
+    sim.control().finish(System::Gsekit, id).await.unwrap();
     poll(
         || async { post(&status_url, json!({}), true).await.body },
         |v| v["data"]["job_info"]["status"] == "succeeded",
@@ -568,7 +582,18 @@ async fn nodeman_seed_and_terminated_quirk() {
     .await;
     assert_eq!(v["data"]["statistics"]["success_count"], 3);
 
-    // Gateway, header credentials, explicit hosts, the seed body otherwise.
+    // Gateway, header credentials, the seed body; a long run so PENDING is observable.
+    sim.control()
+        .set_behaviour(&Behaviour {
+            system: System::Nodeman,
+            failed_targets: None,
+            wait_for_user: false,
+            duration_ms: Some(60_000),
+            targets: None,
+            times: Some(1),
+        })
+        .await
+        .unwrap();
     let r = call(
         Method::POST,
         &gw(&sim, "bk-nodeman", "api/job/operate/"),
@@ -581,6 +606,7 @@ async fn nodeman_seed_and_terminated_quirk() {
     let first = post(&details, json!({}), true).await.body;
     assert_eq!(first["data"]["status"], "PENDING");
     assert_eq!(first["data"]["statistics"]["total_count"], 0);
+    sim.control().finish(System::Nodeman, id).await.unwrap();
     poll(
         || async { post(&details, json!({}), true).await.body },
         |v| v["data"]["status"] == "SUCCESS",

@@ -305,8 +305,29 @@ fn bad_request(msg: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
 }
 
+/// Accepts the unit actions written as objects too (`{"commit_then_drop": {}}`), which is how
+/// people tend to write them next to the other, object-shaped actions.
+fn normalize_action(rule: &mut Value) {
+    if let Some(action) = rule.get_mut("action")
+        && let Some(obj) = action.as_object()
+        && obj.len() == 1
+        && let Some((name, arg)) = obj.iter().next()
+        && matches!(name.as_str(), "commit_then_drop" | "rate_limit")
+        && (arg.is_null() || arg.as_object().is_some_and(|m| m.is_empty()))
+    {
+        *action = Value::String(name.clone());
+    }
+}
+
+/// Parses a fault rule as the control API accepts it.
+fn parse_fault(body: &[u8]) -> Result<FaultRule, String> {
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    normalize_action(&mut v);
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 pub(crate) async fn add_fault(State(sh): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let rule: FaultRule = match serde_json::from_slice(&body) {
+    let rule: FaultRule = match parse_fault(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid fault rule: {e}")),
     };
@@ -444,5 +465,61 @@ pub(crate) async fn job_action(
     {
         Some(v) => Json(v).into_response(),
         None => bad_request("job vanished"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_fault_shapes_parse() {
+        let cases = [
+            (
+                r#"{"system":"job","endpoint":"create","action":{"commit_then_timeout":{"delay_ms":5}}}"#,
+                FaultAction::CommitThenTimeout { delay_ms: 5 },
+            ),
+            (
+                r#"{"action":"commit_then_drop"}"#,
+                FaultAction::CommitThenDrop,
+            ),
+            (
+                r#"{"action":{"commit_then_drop":{}}}"#,
+                FaultAction::CommitThenDrop,
+            ),
+            (
+                r#"{"action":{"commit_then_drop":null}}"#,
+                FaultAction::CommitThenDrop,
+            ),
+            (
+                r#"{"action":{"http_status":{"status":502}}}"#,
+                FaultAction::HttpStatus {
+                    status: 502,
+                    code: None,
+                },
+            ),
+            (r#"{"action":{"rate_limit":{}}}"#, FaultAction::RateLimit),
+            (
+                r#"{"action":{"delay_ms":100},"times":2}"#,
+                FaultAction::DelayMs(100),
+            ),
+            (
+                r#"{"action":{"reject":{"code":1244032,"message":"quota"}}}"#,
+                FaultAction::Reject {
+                    code: 1244032,
+                    message: Some("quota".into()),
+                },
+            ),
+        ];
+        for (json, action) in cases {
+            let rule = parse_fault(json.as_bytes()).unwrap();
+            assert_eq!(rule.action, action, "{json}");
+        }
+        let rule = parse_fault(br#"{"action":"rate_limit"}"#).unwrap();
+        assert_eq!(rule.system, SystemSel::Any);
+        assert_eq!(rule.endpoint, "*");
+        assert_eq!(rule.times, None);
+        assert!(parse_fault(br#"{"action":{"explode":{}}}"#).is_err());
     }
 }

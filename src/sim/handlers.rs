@@ -109,8 +109,6 @@ pub(crate) struct Route {
 #[derive(Debug)]
 pub(crate) struct Req {
     pub mode: Mode,
-    #[allow(dead_code)]
-    pub method: Method,
     pub op: Op,
     pub ids: Ids,
     /// Query parameters overlaid with the body's top-level keys.

@@ -7,8 +7,9 @@
 //! with `start_task=false`), 2 running, 3 success, 4 fail, 7 waiting for a person, 10 stopping,
 //! 11 stop success; `finished` is true exactly for 3, 4, 5, 6, 8, 9, 11, 13, 14.
 //!
-//! Not simulated: the completion callback (`callback_url` / `bk_callback_url` is stored but
-//! never called), running-job quotas (inject them with a `reject` fault, code 1244032).
+//! Not simulated: the completion callback (`callback_url` / `bk_callback_url` is accepted and
+//! ignored; polling is the source of truth anyway), running-job quotas (inject them with a
+//! `reject` fault, code 1244032).
 
 use std::time::Instant;
 
@@ -44,8 +45,6 @@ pub(crate) struct JobInst {
     pub plan_id: u64,
     pub name: String,
     pub operator: String,
-    #[allow(dead_code)]
-    pub callback_url: Option<String>,
     pub hosts: Vec<(u64, String)>,
     pub steps: Vec<StepDef>,
     /// Terminate requested (`operate_job_instance` code 1).
@@ -246,14 +245,6 @@ pub(crate) fn create(w: &mut World, config: &SimConfig, req: &Req, now: Instant)
             plan_id,
             name: name.clone(),
             operator: req.user.clone(),
-            callback_url: get_str(
-                p,
-                if v2 {
-                    "bk_callback_url"
-                } else {
-                    "callback_url"
-                },
-            ),
             hosts,
             steps,
             terminated: false,

@@ -14,10 +14,13 @@
 //! started until started and refuse a second start, NodeMan reports `TERMINATED` once after a
 //! revoke, GSEKit has no cancel, JOB creates with `start_task=false` wait at status 1.
 //!
-//! Deliberate deviations from upstream are listed in `README` terms next to the code that makes
-//! them; the main ones: any non-empty user identity is accepted (there is no user directory),
-//! BKFlow validation errors are answered with HTTP 200, and JOB's "operation not allowed in
-//! this state" uses code 1241002 (the exact upstream code was not confirmed).
+//! Deliberate deviations from upstream are commented next to the code that makes them. The main
+//! ones: any non-empty user identity is accepted (there is no user directory); bodies with
+//! trailing commas are accepted (the seed examples have them); BKFlow errors are answered with
+//! HTTP 200; JOB's "operation not allowed in this state" uses code 1241002 (the exact upstream
+//! code was not confirmed); JOB completion callbacks are not sent.
+
+#![warn(missing_docs)]
 
 pub mod control;
 mod handlers;
@@ -207,9 +210,18 @@ impl SimHandle {
     }
 
     /// Stops serving and waits for the server task to end.
+    ///
+    /// Open keep-alive connections are closed; if they do not close within a few seconds, the
+    /// server task is aborted so a test can never hang on shutdown.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
 }
 
@@ -353,5 +365,40 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn args_parse_into_config() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--job-seconds",
+            "0.2",
+            "--bkflow-space",
+            "1,2",
+            "--require-tenant",
+        ])
+        .unwrap();
+        let config = cli.sim.to_config().unwrap();
+        assert_eq!(config.job_duration, Duration::from_millis(200));
+        assert_eq!(config.bkflow_spaces, vec![1, 2]);
+        assert!(config.require_tenant);
+        assert_eq!(
+            config.apps,
+            vec![AppCredential::new("bkops", "bkops-secret")]
+        );
     }
 }

@@ -500,7 +500,6 @@ async fn pipeline(
 
     let req = Req {
         mode: route.mode,
-        method,
         op: route.op,
         ids: route.ids.clone(),
         params,
