@@ -24,7 +24,9 @@ fn example_docs() -> Vec<(String, serde_yaml::Value)> {
                 .unwrap_or_else(|e| panic!("{}: not YAML: {e}", file.display()));
             if !value.is_null() {
                 docs.push((
-                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                    file.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     value,
                 ));
             }
