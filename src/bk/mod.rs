@@ -287,3 +287,51 @@ fn to_query(params: Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClientConfig {
+        ClientConfig::new(Credentials {
+            app_code: "app".into(),
+            app_secret: Secret::new("s3cr3t"),
+            user: UserAuth::Username("admin".into()),
+            tenant_id: None,
+        })
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() -> Result<(), url::ParseError> {
+        let mut c = cfg();
+        c.bkflow = Some(Endpoint::esb(Url::parse("https://paas.example.com/")?));
+        assert!(matches!(BkClient::new(c), Err(BkError::Config(_))));
+
+        let mut c = cfg();
+        c.qps = 0.0;
+        assert!(matches!(BkClient::new(c), Err(BkError::Config(_))));
+
+        let mut c = cfg();
+        c.ca_bundle_pem = Some(b"not a certificate".to_vec());
+        assert!(matches!(BkClient::new(c), Err(BkError::Config(_))));
+
+        let mut c = cfg();
+        c.job = Some(Endpoint::gateway(Url::parse(
+            "ftp://bkapi.example.com/api/bk-job/prod/",
+        )?));
+        assert!(matches!(BkClient::new(c), Err(BkError::Config(_))));
+
+        let mut c = cfg();
+        c.gsekit = Some(Endpoint::gateway(Url::parse(
+            "https://bkapi.example.com/api/bk-gsekit/prod",
+        )?));
+        let client = BkClient::new(c);
+        assert!(client.is_ok());
+        let dbg = format!("{client:?}");
+        assert!(
+            dbg.contains("bk-gsekit/prod/") && !dbg.contains("s3cr3t"),
+            "{dbg}"
+        );
+        Ok(())
+    }
+}
