@@ -6,4 +6,5 @@
 pub mod api;
 pub mod bk;
 pub mod crdgen;
+pub mod run;
 pub mod sim;

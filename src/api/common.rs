@@ -266,6 +266,11 @@ pub struct RunStatus {
     pub generation: i64,
     /// 1 for the first run of a generation; grows with reruns and retries.
     pub attempt: u32,
+    /// Hash of the job-defining spec this run submitted (the spec without `suspend`, `cancel`,
+    /// `activeDeadlineSeconds`, `retry` and `deletionPolicy`, which steer runs but do not define
+    /// the job). A different hash makes a new run due.
+    #[serde(default)]
+    pub spec_hash: String,
     /// The `rerunToken` this run answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_token: Option<String>,

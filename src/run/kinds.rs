@@ -1,0 +1,548 @@
+//! The four job kinds as adapters of the one run lifecycle: how a spec becomes a create call,
+//! which job it refers to afterwards, and how a lost submission is searched for.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::api::agent_job::AgentJob;
+use crate::api::execute_job::{ExecuteJob, JobApi};
+use crate::api::process_job::ProcessJob;
+use crate::api::taskflow::Taskflow;
+use crate::api::{CommonSpec, FieldErrors, JobStatus};
+use crate::bk::facade::{CreateRequest, JobRef, SearchTarget};
+use crate::bk::{System, bkflow, gsekit, job, nodeman};
+
+/// Key under GSEKit `extra_data` that carries the run key, so a lost create can be found.
+pub const GSEKIT_KEY_FIELD: &str = "bkops_run_key";
+
+/// What the lifecycle needs from the connection to build calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// The connection's default BKFlow space.
+    pub bkflow_space_id: Option<i64>,
+    /// The user the connection's credentials name (`bk_username`), when known.
+    pub username: Option<String>,
+}
+
+/// A spec that cannot be turned into a call (reported like an invalid spec).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MappingError(pub String);
+
+/// One job kind: its system, its shared fields, and the mapping to BlueKing calls. The
+/// lifecycle in [`crate::run`] is written once against this trait.
+pub trait JobKind:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The BlueKing system the kind talks to.
+    const SYSTEM: System;
+
+    /// The fields every kind shares.
+    fn common(&self) -> &CommonSpec;
+    /// The status, if any.
+    fn job_status(&self) -> Option<&JobStatus>;
+    /// Every problem with the spec.
+    fn validate_spec(&self) -> FieldErrors;
+    /// The spec as JSON, for the run trigger hash.
+    fn spec_json(&self) -> Value;
+    /// Whether a created job must be started by a second call (BKFlow, JOB v3).
+    fn two_phase(&self) -> bool {
+        false
+    }
+    /// The create call for a run with this key.
+    fn create_request(&self, key: &str, defaults: &Defaults)
+    -> Result<CreateRequest, MappingError>;
+    /// The job behind an id recorded in status (or given to adopt).
+    fn job_ref(&self, job_id: &str, defaults: &Defaults) -> Result<JobRef, MappingError>;
+    /// Filters for searching a job whose create had an unknown outcome.
+    fn search_target(&self, defaults: &Defaults) -> Result<SearchTarget, MappingError>;
+    /// Who the job is created as, when the request says it.
+    fn creator(&self, defaults: &Defaults) -> Option<String> {
+        defaults.username.clone()
+    }
+}
+
+fn parse_id(job_id: &str) -> Result<i64, MappingError> {
+    job_id
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| MappingError(format!("job id {job_id:?} is not a number")))
+}
+
+/// Re-encodes a camelCase CRD value as the snake_case wire type. Only for parts that hold no
+/// free-form data (free-form objects keep their keys as given).
+fn to_wire<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, MappingError> {
+    fn snake(key: &str) -> String {
+        let mut out = String::with_capacity(key.len() + 4);
+        for c in key.chars() {
+            if c.is_ascii_uppercase() {
+                out.push('_');
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    fn convert(v: Value) -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (snake(&k), convert(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.into_iter().map(convert).collect()),
+            other => other,
+        }
+    }
+    let json = serde_json::to_value(value).map_err(|e| MappingError(e.to_string()))?;
+    serde_json::from_value(convert(json))
+        .map_err(|e| MappingError(format!("cannot map to the wire format: {e}")))
+}
+
+fn object(value: &Option<Value>) -> Option<Map<String, Value>> {
+    value.as_ref().and_then(|v| v.as_object().cloned())
+}
+
+macro_rules! common_impl {
+    () => {
+        fn common(&self) -> &CommonSpec {
+            &self.spec.common
+        }
+        fn job_status(&self) -> Option<&JobStatus> {
+            self.status.as_ref()
+        }
+        fn validate_spec(&self) -> FieldErrors {
+            self.spec.validate()
+        }
+        fn spec_json(&self) -> Value {
+            serde_json::to_value(&self.spec).unwrap_or(Value::Null)
+        }
+    };
+}
+
+impl JobKind for ProcessJob {
+    const SYSTEM: System = System::Gsekit;
+    common_impl!();
+
+    fn create_request(&self, key: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
+        let s = &self.spec;
+        let mut extra = object(&s.extra_data).unwrap_or_default();
+        // GSEKit keeps extra_data on the job row, which its list call returns: the one place a
+        // lost create can be recognised by.
+        extra.insert(GSEKIT_KEY_FIELD.to_owned(), Value::String(key.to_owned()));
+        Ok(CreateRequest::Gsekit(gsekit::CreateJobRequest {
+            bk_biz_id: s.bk_biz_id,
+            job_object: to_wire(&s.job_object)?,
+            job_action: to_wire(&s.job_action)?,
+            scope: s.scope.as_ref().map(to_wire).transpose()?,
+            expression_scope: s.expression_scope.as_ref().map(to_wire).transpose()?,
+            extra_data: Some(extra),
+        }))
+    }
+
+    fn job_ref(&self, job_id: &str, _: &Defaults) -> Result<JobRef, MappingError> {
+        Ok(JobRef::Gsekit {
+            biz_id: self.spec.bk_biz_id,
+            job_id: parse_id(job_id)?,
+        })
+    }
+
+    fn search_target(&self, _: &Defaults) -> Result<SearchTarget, MappingError> {
+        Ok(SearchTarget::Gsekit {
+            biz_id: self.spec.bk_biz_id,
+            job_object: Some(to_wire(&self.spec.job_object)?),
+            job_action: Some(to_wire(&self.spec.job_action)?),
+        })
+    }
+}
+
+impl Taskflow {
+    fn space(&self, defaults: &Defaults) -> Result<i64, MappingError> {
+        self.spec
+            .space_id
+            .or(defaults.bkflow_space_id)
+            .ok_or_else(|| {
+                MappingError(
+                    "no BKFlow space: set spec.spaceId or the connection's bkflowSpaceId"
+                        .to_owned(),
+                )
+            })
+    }
+
+    /// The task name with the run key, so `get_task_list` finds a lost create.
+    fn task_name(&self, key: &str) -> String {
+        let base = self
+            .spec
+            .name
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default());
+        format!("{base} [bkops:{key}]")
+    }
+
+    fn description(&self, key: &str) -> String {
+        match &self.spec.description {
+            Some(d) if !d.is_empty() => format!("{d}\nbkops run {key}"),
+            _ => format!("bkops run {key}"),
+        }
+    }
+}
+
+impl JobKind for Taskflow {
+    const SYSTEM: System = System::Bkflow;
+    common_impl!();
+
+    fn two_phase(&self) -> bool {
+        true
+    }
+
+    fn create_request(
+        &self,
+        key: &str,
+        defaults: &Defaults,
+    ) -> Result<CreateRequest, MappingError> {
+        let s = &self.spec;
+        let space_id = self.space(defaults)?;
+        match (&s.template_id, &s.pipeline_tree) {
+            (Some(template_id), None) => Ok(CreateRequest::BkflowTemplate {
+                space_id,
+                body: bkflow::CreateTaskRequest {
+                    template_id: *template_id,
+                    creator: s.creator.clone(),
+                    name: Some(self.task_name(key)),
+                    description: Some(self.description(key)),
+                    constants: object(&s.constants),
+                    label_ids: None,
+                },
+            }),
+            (None, Some(tree)) => Ok(CreateRequest::BkflowTree {
+                space_id,
+                body: bkflow::CreateTaskWithoutTemplateRequest {
+                    creator: s.creator.clone(),
+                    pipeline_tree: tree.clone(),
+                    name: Some(self.task_name(key)),
+                    scope_type: s.scope_type.clone(),
+                    scope_value: s.scope_value.clone(),
+                    description: Some(self.description(key)),
+                    constants: object(&s.constants),
+                    notify_config: None,
+                },
+            }),
+            _ => Err(MappingError(
+                "exactly one of templateId or pipelineTree is required".to_owned(),
+            )),
+        }
+    }
+
+    fn job_ref(&self, job_id: &str, defaults: &Defaults) -> Result<JobRef, MappingError> {
+        Ok(JobRef::Bkflow {
+            space_id: self.space(defaults)?,
+            task_id: parse_id(job_id)?,
+        })
+    }
+
+    fn search_target(&self, defaults: &Defaults) -> Result<SearchTarget, MappingError> {
+        Ok(SearchTarget::Bkflow {
+            space_id: self.space(defaults)?,
+            template_id: self.spec.template_id,
+        })
+    }
+
+    fn creator(&self, _: &Defaults) -> Option<String> {
+        Some(self.spec.creator.clone())
+    }
+}
+
+impl JobKind for AgentJob {
+    const SYSTEM: System = System::Nodeman;
+    common_impl!();
+
+    fn create_request(&self, _: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
+        let s = &self.spec;
+        let conditions: Vec<nodeman::Condition> = s
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| nodeman::Condition {
+                key: c.key.clone(),
+                value: c.value.clone(),
+            })
+            .collect();
+        let bk_biz_id = s.bk_biz_id.clone().unwrap_or_default();
+        if s.job_type.is_main_plugin() {
+            let params = s.plugin_params.as_ref().ok_or_else(|| {
+                MappingError(format!(
+                    "pluginParams is required for {}",
+                    s.job_type.as_str()
+                ))
+            })?;
+            Ok(CreateRequest::NodemanPlugin(
+                nodeman::PluginOperateRequest {
+                    job_type: s.job_type.as_str().to_owned(),
+                    plugin_params: to_wire(params)?,
+                    bk_biz_id,
+                    conditions,
+                    bk_host_id: s.bk_host_id.clone(),
+                    exclude_hosts: s.exclude_hosts.clone(),
+                },
+            ))
+        } else {
+            Ok(CreateRequest::NodemanJob(nodeman::JobOperateRequest {
+                job_type: s.job_type.as_str().to_owned(),
+                bk_biz_id,
+                conditions,
+                bk_host_id: s.bk_host_id.clone(),
+                exclude_hosts: s.exclude_hosts.clone(),
+                hosts: None,
+                is_install_latest_plugins: s.is_install_latest_plugins,
+            }))
+        }
+    }
+
+    fn job_ref(&self, job_id: &str, _: &Defaults) -> Result<JobRef, MappingError> {
+        Ok(JobRef::Nodeman {
+            job_id: parse_id(job_id)?,
+        })
+    }
+
+    fn search_target(&self, _: &Defaults) -> Result<SearchTarget, MappingError> {
+        Ok(SearchTarget::Nodeman {
+            job_type: Some(self.spec.job_type.as_str().to_owned()),
+        })
+    }
+}
+
+impl ExecuteJob {
+    fn scope(&self) -> Result<(job::ScopeType, String), MappingError> {
+        let s = &self.spec;
+        let scope_type: job::ScopeType = to_wire(&s.bk_scope_type.unwrap_or_default())?;
+        let scope_id = s
+            .bk_scope_id
+            .clone()
+            .or_else(|| s.bk_biz_id.map(|b| b.to_string()))
+            .ok_or_else(|| MappingError("bkScopeId (or bkBizId) is required".to_owned()))?;
+        Ok((scope_type, scope_id))
+    }
+}
+
+impl JobKind for ExecuteJob {
+    const SYSTEM: System = System::Job;
+    common_impl!();
+
+    fn two_phase(&self) -> bool {
+        self.spec.api() == JobApi::V3
+    }
+
+    fn create_request(&self, _: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
+        let s = &self.spec;
+        match s.api() {
+            JobApi::V2 => Ok(CreateRequest::JobV2(job::ExecuteJobRequest {
+                bk_biz_id: s.bk_biz_id.ok_or_else(|| {
+                    MappingError("bkBizId is required with jobApi: v2".to_owned())
+                })?,
+                bk_job_id: s.bk_job_id.ok_or_else(|| {
+                    MappingError("bkJobId is required with jobApi: v2".to_owned())
+                })?,
+                steps: s
+                    .steps
+                    .as_ref()
+                    .map(to_wire)
+                    .transpose()?
+                    .unwrap_or_default(),
+                global_vars: s
+                    .global_vars
+                    .as_ref()
+                    .map(to_wire)
+                    .transpose()?
+                    .unwrap_or_default(),
+                bk_callback_url: s.bk_callback_url.clone(),
+            })),
+            JobApi::V3 => {
+                let (bk_scope_type, bk_scope_id) = self.scope()?;
+                Ok(CreateRequest::JobV3(job::ExecuteJobPlanRequest {
+                    bk_scope_type,
+                    bk_scope_id,
+                    job_plan_id: s
+                        .job_plan_id
+                        .ok_or_else(|| MappingError("jobPlanId is required".to_owned()))?,
+                    global_var_list: s
+                        .global_var_list
+                        .as_ref()
+                        .map(to_wire)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    callback_url: s.callback_url.clone(),
+                    // Created stopped, started once the id is recorded: an unclear create then
+                    // leaves nothing running.
+                    start_task: false,
+                }))
+            }
+        }
+    }
+
+    fn job_ref(&self, job_id: &str, _: &Defaults) -> Result<JobRef, MappingError> {
+        let job_instance_id = parse_id(job_id)?;
+        match self.spec.api() {
+            JobApi::V2 => Ok(JobRef::JobV2 {
+                biz_id: self
+                    .spec
+                    .bk_biz_id
+                    .ok_or_else(|| MappingError("bkBizId is required".to_owned()))?,
+                job_instance_id,
+            }),
+            JobApi::V3 => {
+                let (scope_type, scope_id) = self.scope()?;
+                Ok(JobRef::JobV3 {
+                    scope_type,
+                    scope_id,
+                    job_instance_id,
+                })
+            }
+        }
+    }
+
+    fn search_target(&self, _: &Defaults) -> Result<SearchTarget, MappingError> {
+        match self.spec.api() {
+            JobApi::V2 => Ok(SearchTarget::Job {
+                scope_type: job::ScopeType::Biz,
+                scope_id: self
+                    .spec
+                    .bk_biz_id
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                job_plan_id: self.spec.bk_job_id,
+                v2: true,
+            }),
+            JobApi::V3 => {
+                let (scope_type, scope_id) = self.scope()?;
+                Ok(SearchTarget::Job {
+                    scope_type,
+                    scope_id,
+                    job_plan_id: self.spec.job_plan_id,
+                    v2: false,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load<K: DeserializeOwned>(file: &str) -> K {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(file);
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn wire(req: &CreateRequest) -> Value {
+        match req {
+            CreateRequest::Gsekit(b) => serde_json::to_value(b),
+            CreateRequest::BkflowTemplate { body, .. } => serde_json::to_value(body),
+            CreateRequest::BkflowTree { body, .. } => serde_json::to_value(body),
+            CreateRequest::NodemanJob(b) => serde_json::to_value(b),
+            CreateRequest::NodemanPlugin(b) => serde_json::to_value(b),
+            CreateRequest::JobV2(b) => serde_json::to_value(b),
+            CreateRequest::JobV3(b) => serde_json::to_value(b),
+        }
+        .unwrap()
+    }
+
+    #[test]
+    fn process_job_maps_to_the_seed_body_plus_the_run_key() {
+        let pj: ProcessJob = load("processjob-generate-config.yaml");
+        let body = wire(
+            &pj.create_request("abc-g1-a1", &Defaults::default())
+                .unwrap(),
+        );
+        assert_eq!(body["bk_biz_id"], 2);
+        assert_eq!(body["job_object"], "configfile");
+        assert_eq!(body["job_action"], "generate");
+        assert_eq!(body["scope"]["bk_set_env"], "3");
+        assert_eq!(body["expression_scope"]["bk_process_id"], "4[6, 8, 9]");
+        assert_eq!(body["extra_data"][GSEKIT_KEY_FIELD], "abc-g1-a1");
+    }
+
+    #[test]
+    fn taskflow_carries_the_key_in_name_and_keeps_the_tree() {
+        let tf: Taskflow = load("taskflow-pipeline-tree.yaml");
+        let req = tf.create_request("k-g1-a1", &Defaults::default()).unwrap();
+        let CreateRequest::BkflowTree { space_id, .. } = &req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(*space_id, 1);
+        let body = wire(&req);
+        assert_eq!(body["name"], "display-message [bkops:k-g1-a1]");
+        assert_eq!(
+            body["pipeline_tree"],
+            tf.spec.pipeline_tree.clone().unwrap()
+        );
+        assert!(tf.two_phase());
+        let mut no_space = tf.clone();
+        no_space.spec.space_id = None;
+        assert!(no_space.create_request("k", &Defaults::default()).is_err());
+        let d = Defaults {
+            bkflow_space_id: Some(7),
+            username: None,
+        };
+        assert_eq!(
+            no_space.job_ref("93", &d).unwrap(),
+            JobRef::Bkflow {
+                space_id: 7,
+                task_id: 93
+            }
+        );
+    }
+
+    #[test]
+    fn agent_jobs_route_plugins_to_plugin_operate() {
+        let aj: AgentJob = load("agentjob-restart-agents.yaml");
+        let body = wire(&aj.create_request("k", &Defaults::default()).unwrap());
+        assert_eq!(body["job_type"], "RESTART_AGENT");
+        assert_eq!(body["exclude_hosts"], serde_json::json!([1, 2, 3]));
+        assert_eq!(
+            body["conditions"][0]["value"],
+            serde_json::json!(["127.0.0.1"])
+        );
+        let plugin: AgentJob = load("agentjob-restart-plugin.yaml");
+        let req = plugin.create_request("k", &Defaults::default()).unwrap();
+        assert!(matches!(req, CreateRequest::NodemanPlugin(_)), "{req:?}");
+        assert_eq!(wire(&req)["plugin_params"]["keep_config"], true);
+    }
+
+    #[test]
+    fn execute_jobs_map_both_apis() {
+        let v2: ExecuteJob = load("executejob-v2.yaml");
+        let body = wire(&v2.create_request("k", &Defaults::default()).unwrap());
+        assert_eq!(body["bk_job_id"], 100);
+        assert_eq!(body["steps"][0]["script_timeout"], 1000);
+        assert_eq!(
+            body["steps"][2]["file_source"][0]["files"][0],
+            "/tmp/REGEX:[a-z]*.txt"
+        );
+        assert_eq!(
+            body["global_vars"][0]["custom_query_id"],
+            serde_json::json!(["3", "5", "7"])
+        );
+        assert!(!v2.two_phase());
+        let v3: ExecuteJob = load("executejob-v3.yaml");
+        let body = wire(&v3.create_request("k", &Defaults::default()).unwrap());
+        assert_eq!(body["start_task"], false);
+        assert_eq!(body["bk_scope_id"], "2");
+        assert_eq!(
+            body["global_var_list"][1]["server"]["ip_list"][0]["bk_cloud_id"],
+            0
+        );
+        assert!(v3.two_phase());
+    }
+}

@@ -1,0 +1,378 @@
+//! The run lifecycle (DESIGN §3–§6), written once for the four kinds.
+//!
+//! [`decide`] is pure: from the object and the clock it picks one [`Decision`]. The controller
+//! carries it out (Kubernetes writes, BlueKing calls) and reports with [`status`].
+
+pub mod kinds;
+pub mod status;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::api::common::{DeletionPolicy, Phase, RunStatus};
+use crate::api::{CommonSpec, JobStatus};
+
+pub use kinds::{Defaults, JobKind};
+
+/// Reasons (CamelCase, stable: used in conditions, Events and alerts).
+pub mod reason {
+    /// The spec breaks a rule; nothing was submitted.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The connection, its Secret or its settings are missing or wrong.
+    pub const CONNECTION_ERROR: &str = "ConnectionError";
+    /// `spec.suspend` holds back a new run.
+    pub const SUSPENDED: &str = "Suspended";
+    /// `spec.cancel` holds back a new run.
+    pub const CANCEL_REQUESTED: &str = "CancelRequested";
+    /// The intent is recorded; the create call follows.
+    pub const SUBMITTING: &str = "Submitting";
+    /// The create's outcome is unknown; searching for the job.
+    pub const RESOLVING: &str = "ResolvingSubmission";
+    /// Nothing could be found for an unclear create; a person must decide.
+    pub const UNKNOWN_SUBMISSION: &str = "UnknownSubmission";
+    /// Several jobs could be the one created; a person must decide.
+    pub const AMBIGUOUS_SUBMISSION: &str = "AmbiguousSubmission";
+    /// The create was not made (rate limit, quota, network before sending); it is tried again.
+    pub const SUBMIT_DEFERRED: &str = "SubmitDeferred";
+    /// BlueKing refused the create; nothing ran.
+    pub const SUBMISSION_REJECTED: &str = "SubmissionRejected";
+    /// BlueKing runs the job.
+    pub const RUNNING: &str = "Running";
+    /// A person must act in BlueKing.
+    pub const WAITING_FOR_USER: &str = "WaitingForUser";
+    /// The job succeeded.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// The job failed in BlueKing.
+    pub const JOB_FAILED: &str = "JobFailed";
+    /// The job was cancelled.
+    pub const CANCELLED: &str = "Cancelled";
+    /// `activeDeadlineSeconds` passed.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// A failed job waits for its retry.
+    pub const RETRY_BACKOFF: &str = "RetryBackoff";
+}
+
+/// How long a deferred create waits before it is tried again.
+pub const SUBMIT_DEFER: Duration = Duration::from_secs(10);
+
+/// What starts a run: the job-defining spec, the rerun token and the rerun annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    /// Hash of the job-defining spec.
+    pub spec_hash: String,
+    /// `spec.rerunToken`.
+    pub rerun_token: Option<String>,
+    /// The `bkops.io/rerun-requested-at` annotation.
+    pub rerun_requested_at: Option<String>,
+}
+
+/// Spec fields that steer runs but do not define the job: changing them starts no run.
+const CONTROL_FIELDS: [&str; 6] = [
+    "suspend",
+    "cancel",
+    "activeDeadlineSeconds",
+    "retry",
+    "deletionPolicy",
+    "rerunToken",
+];
+
+/// A stable hash of the job-defining part of a spec (FNV-1a over canonical JSON: object keys
+/// are sorted by `serde_json`'s map).
+pub fn spec_hash(spec: &Value) -> String {
+    let mut v = spec.clone();
+    if let Some(obj) = v.as_object_mut() {
+        for f in CONTROL_FIELDS {
+            obj.remove(f);
+        }
+    }
+    let text = v.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The run key: uid prefix, generation and attempt (`1f3a9c2e-g3-a1`).
+pub fn run_key(uid: &str, generation: i64, attempt: u32) -> String {
+    let prefix: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!("{prefix}-g{generation}-a{attempt}")
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The clock.
+    pub now: DateTime<Utc>,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// What the object asks for now.
+    pub trigger: Trigger,
+    /// The shared spec fields.
+    pub common: &'a CommonSpec,
+    /// The status as read.
+    pub status: &'a JobStatus,
+    /// Validation problems, if the spec is invalid.
+    pub invalid: Option<String>,
+    /// Whether the object is being deleted.
+    pub deleting: bool,
+    /// Whether it carries the `bkops.io/cleanup` finalizer.
+    pub has_finalizer: bool,
+    /// The `bkops.io/adopt-job-id` annotation.
+    pub adopt_annotation: Option<&'a str>,
+    /// The `bkops.io/confirm-not-submitted` annotation.
+    pub confirm_annotation: Option<&'a str>,
+    /// Whether created jobs must be started by a second call.
+    pub two_phase: bool,
+    /// How long an unclear create is searched for before the run turns `Unknown`.
+    pub resolve_grace: Duration,
+}
+
+/// One step of the lifecycle.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Add the cleanup finalizer (`deletionPolicy: Cancel`).
+    AddFinalizer,
+    /// Drop the cleanup finalizer; a warning is published when something is left behind.
+    RemoveFinalizer {
+        /// What the user should know (e.g. the job could not be cancelled).
+        warning: Option<String>,
+    },
+    /// The object is being deleted with `deletionPolicy: Cancel`: cancel the job, then let go.
+    CancelForDeletion,
+    /// Write this phase and make no BlueKing call.
+    Report {
+        /// The phase to show.
+        phase: Phase,
+        /// Why.
+        reason: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// Start a new run: fenced intent write, then one create (or adopt `adopt`).
+    Submit {
+        /// Attempt number within the generation.
+        attempt: u32,
+        /// How many retries of failed jobs led here.
+        retries: u32,
+        /// An existing job to follow instead of creating one.
+        adopt: Option<String>,
+    },
+    /// A person named the job of the current, unresolved run.
+    AdoptIntoRun {
+        /// The job id.
+        job_id: String,
+    },
+    /// Search for the job of a submission whose outcome is unknown.
+    Resolve,
+    /// Start a created job (BKFlow, JOB v3).
+    Start,
+    /// Ask BlueKing how the job is doing.
+    Poll,
+    /// Cancel the job (once).
+    Cancel {
+        /// True when the deadline passed, false when `spec.cancel` asks.
+        deadline: bool,
+    },
+    /// Nothing to do now; look again after this long (or on the next change).
+    Idle {
+        /// When to look again.
+        requeue: Option<Duration>,
+    },
+}
+
+fn in_flight(run: &RunStatus) -> bool {
+    matches!(
+        run.phase,
+        Phase::Submitting | Phase::Running | Phase::WaitingForUser | Phase::Unknown
+    )
+}
+
+fn to_std(d: chrono::Duration) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Whether `run` already answers `trigger`.
+pub fn answers(run: &RunStatus, trigger: &Trigger, last_handled_rerun_at: Option<&str>) -> bool {
+    run.spec_hash == trigger.spec_hash
+        && run.rerun_token == trigger.rerun_token
+        && trigger
+            .rerun_requested_at
+            .as_deref()
+            .is_none_or(|r| Some(r) == last_handled_rerun_at)
+}
+
+fn is_job_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The lifecycle's one decision for this object at this moment.
+pub fn decide(o: &Observed<'_>) -> Decision {
+    let run = o.status.run.as_ref();
+    let cancel_policy = o.common.deletion_policy == Some(DeletionPolicy::Cancel);
+
+    if o.deleting {
+        if !o.has_finalizer {
+            return Decision::Idle { requeue: None };
+        }
+        if let Some(r) = run.filter(|r| in_flight(r)) {
+            if r.job_id.is_some() && r.cancel_requested_at.is_none() && r.phase != Phase::Unknown {
+                return Decision::CancelForDeletion;
+            }
+            if r.job_id.is_none() {
+                return Decision::RemoveFinalizer {
+                    warning: Some(format!(
+                        "deleted while the outcome of run {} was unknown; nothing could be cancelled",
+                        r.key
+                    )),
+                };
+            }
+        }
+        return Decision::RemoveFinalizer { warning: None };
+    }
+    if cancel_policy && !o.has_finalizer {
+        return Decision::AddFinalizer;
+    }
+    if !cancel_policy && o.has_finalizer {
+        return Decision::RemoveFinalizer { warning: None };
+    }
+
+    if let Some(r) = run.filter(|r| in_flight(r)) {
+        if r.job_id.is_none() {
+            if let Some(id) = o.adopt_annotation.filter(|a| is_job_id(a)) {
+                return Decision::AdoptIntoRun {
+                    job_id: id.to_owned(),
+                };
+            }
+            if r.phase == Phase::Unknown {
+                if o.confirm_annotation == Some(r.key.as_str()) {
+                    // A person confirmed that nothing was submitted: the same trigger may run.
+                    return Decision::Submit {
+                        attempt: r.attempt + 1,
+                        retries: r.retries,
+                        adopt: None,
+                    };
+                }
+                return Decision::Idle { requeue: None };
+            }
+            return Decision::Resolve;
+        }
+        if let (Some(secs), Some(start)) = (
+            o.common.active_deadline_seconds,
+            r.submitted_at.or(r.intent_at),
+        ) && o.now >= start + chrono::Duration::seconds(secs)
+        {
+            return Decision::Cancel { deadline: true };
+        }
+        if o.common.cancel == Some(true) && r.cancel_requested_at.is_none() {
+            return Decision::Cancel { deadline: false };
+        }
+        if o.two_phase && !r.started {
+            return Decision::Start;
+        }
+        return Decision::Poll;
+    }
+
+    let last_rerun = o.status.last_handled_rerun_at.as_deref();
+    let deferred = run.filter(|r| {
+        r.phase == Phase::Pending && r.reason.as_deref() == Some(reason::SUBMIT_DEFERRED)
+    });
+    let due = match run {
+        None => true,
+        Some(r) => deferred.is_some() || !answers(r, &o.trigger, last_rerun),
+    };
+    if due {
+        if let Some(problems) = &o.invalid {
+            return Decision::Report {
+                phase: Phase::Failed,
+                reason: reason::INVALID_SPEC,
+                message: format!("invalid spec: {problems}"),
+            };
+        }
+        if o.common.suspend == Some(true) {
+            return Decision::Report {
+                phase: Phase::Suspended,
+                reason: reason::SUSPENDED,
+                message: "spec.suspend is true; no new run starts".to_owned(),
+            };
+        }
+        if o.common.cancel == Some(true) {
+            return Decision::Report {
+                phase: Phase::Cancelled,
+                reason: reason::CANCEL_REQUESTED,
+                message: "spec.cancel is true; no new run starts".to_owned(),
+            };
+        }
+        if let Some(r) = deferred {
+            let at = r.intent_at.unwrap_or(o.now)
+                + chrono::Duration::from_std(SUBMIT_DEFER).unwrap_or_default();
+            if o.now < at {
+                return Decision::Idle {
+                    requeue: Some(to_std(at - o.now)),
+                };
+            }
+            return Decision::Submit {
+                attempt: r.attempt,
+                retries: r.retries,
+                adopt: None,
+            };
+        }
+        let attempt = match run {
+            Some(r) if r.generation == o.generation => r.attempt + 1,
+            _ => 1,
+        };
+        let used = |id: &str| {
+            run.and_then(|r| r.job_id.as_deref()) == Some(id)
+                || o.status
+                    .history
+                    .iter()
+                    .any(|h| h.job_id.as_deref() == Some(id))
+        };
+        let adopt = o.common.adopt_job_id.clone().filter(|id| !used(id));
+        return Decision::Submit {
+            attempt,
+            retries: 0,
+            adopt,
+        };
+    }
+
+    // The last run answers the trigger and is over: only a retry of a failed job remains.
+    if let Some(r) = run
+        && r.phase == Phase::Failed
+        && matches!(
+            r.reason.as_deref(),
+            Some(reason::JOB_FAILED) | Some(reason::SUBMISSION_REJECTED)
+        )
+        && o.invalid.is_none()
+        && o.common.suspend != Some(true)
+        && o.common.cancel != Some(true)
+    {
+        let limit = o.common.retry.as_ref().map(|p| p.limit).unwrap_or(0);
+        if r.retries < limit {
+            let backoff = o
+                .common
+                .retry
+                .as_ref()
+                .and_then(|p| p.backoff_seconds)
+                .unwrap_or(0);
+            let at = r.completion_time.unwrap_or(o.now) + chrono::Duration::seconds(backoff.into());
+            if o.now < at {
+                return Decision::Idle {
+                    requeue: Some(to_std(at - o.now)),
+                };
+            }
+            return Decision::Submit {
+                attempt: r.attempt + 1,
+                retries: r.retries + 1,
+                adopt: None,
+            };
+        }
+    }
+    Decision::Idle { requeue: None }
+}
+
+#[cfg(test)]
+mod tests;
