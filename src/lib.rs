@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod bk;
+pub mod cli;
+pub mod controller;
 pub mod crdgen;
 pub mod run;
 pub mod sim;

@@ -17,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator: watch the job kinds, submit each run exactly once, report status.
+    Run(bkops::cli::RunArgs),
+    /// Serve the BlueKing simulator (GSEKit, BKFlow, NodeMan, JOB; gateway and ESB paths).
+    Sim(bkops::sim::SimArgs),
     /// Print the CustomResourceDefinitions as YAML (all kinds, or one with --kind), or write
     /// one file per kind with --out-dir.
     Crds {
@@ -31,7 +35,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        Command::Crds { kind, out_dir } => crds(kind, out_dir),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(async {
+                match command {
+                    Command::Run(args) => bkops::cli::run(args).await,
+                    Command::Sim(args) => bkops::sim::run(args).await,
+                    Command::Crds { .. } => Ok(()),
+                }
+            }),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bkops: {e:#}");
@@ -40,20 +57,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Crds { kind, out_dir } => {
-            if let Some(dir) = out_dir {
-                for path in crdgen::write_dir(&dir)? {
-                    eprintln!("wrote {}", path.display());
-                }
-            } else {
-                let kinds = kind
-                    .map(|k| vec![k])
-                    .unwrap_or_else(|| CrdKind::ALL.to_vec());
-                print!("{}", crdgen::render(&kinds)?);
-            }
-            Ok(())
+fn crds(kind: Option<CrdKind>, out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(dir) = out_dir {
+        for path in crdgen::write_dir(&dir)? {
+            eprintln!("wrote {}", path.display());
         }
+    } else {
+        let kinds = kind
+            .map(|k| vec![k])
+            .unwrap_or_else(|| CrdKind::ALL.to_vec());
+        print!("{}", crdgen::render(&kinds)?);
     }
+    Ok(())
 }

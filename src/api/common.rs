@@ -75,6 +75,10 @@ pub struct ConnectionRef {
     /// Name of the `BkConnection`.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Must be omitted or equal to this object's namespace: a job may only use a connection
+    /// in its own namespace, and any other value is refused (Stalled, no BlueKing call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Resubmission of failed jobs.

@@ -133,6 +133,10 @@ pub struct SecretRef {
     /// Secret name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Must be omitted or equal to the connection's namespace: a connection may only use a
+    /// Secret in its own namespace, and any other value is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Client-side call limits.

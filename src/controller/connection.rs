@@ -1,0 +1,389 @@
+//! From a job's `connectionRef` to a ready [`BkClient`]: the `BkConnection` and its Secret, both
+//! in the job's namespace. Clients are cached per connection so the rate limit and in-flight
+//! cap hold across all jobs that share it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::api::connection::{BkConnection, BkConnectionSpec, DEFAULT_GATEWAY_NAMES, EndpointMode};
+use crate::bk::BkClient;
+use crate::bk::config::{ClientConfig, Credentials, Endpoint, Secret as BkSecret, UserAuth};
+use crate::run::Defaults;
+
+/// How long a resolved connection is used before the connection and Secret are read again.
+const TTL: Duration = Duration::from_secs(30);
+
+/// Why a connection cannot be used. Each is reported as `Stalled` with no BlueKing call.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// No `connectionRef` and no default connection.
+    #[error(
+        "no connection: set spec.connectionRef.name or start the operator with --default-connection"
+    )]
+    NoConnection,
+    /// The reference names another namespace.
+    #[error(
+        "{what} {name:?} is in namespace {other:?}; only the object's own namespace {own:?} may be used"
+    )]
+    OtherNamespace {
+        /// Connection or Secret.
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// The namespace it names.
+        other: String,
+        /// The object's namespace.
+        own: String,
+    },
+    /// The `BkConnection` does not exist.
+    #[error("BkConnection {0:?} not found in this namespace")]
+    NotFound(String),
+    /// The Secret does not exist.
+    #[error("Secret {secret:?} of BkConnection {connection:?} not found in this namespace")]
+    SecretNotFound {
+        /// The connection.
+        connection: String,
+        /// The Secret.
+        secret: String,
+    },
+    /// The Secret lacks a key.
+    #[error("Secret {secret:?} of BkConnection {connection:?} {problem}")]
+    SecretIncomplete {
+        /// The connection.
+        connection: String,
+        /// The Secret.
+        secret: String,
+        /// What is missing (never a value).
+        problem: String,
+    },
+    /// The connection's spec is invalid.
+    #[error("BkConnection {connection:?} is invalid: {problem}")]
+    Invalid {
+        /// The connection.
+        connection: String,
+        /// The problems.
+        problem: String,
+    },
+    /// The Kubernetes API failed; try again later.
+    #[error("reading BkConnection {connection:?}: {source}")]
+    Api {
+        /// The connection.
+        connection: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ConnectionError {
+    /// Whether trying again later may help without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectionError::Api { .. })
+    }
+}
+
+/// A usable connection.
+#[derive(Clone)]
+pub struct Resolved {
+    /// The client (shared by every job of this connection).
+    pub client: BkClient,
+    /// Defaults for building calls.
+    pub defaults: Defaults,
+    /// `namespace/name`, for logs and Events.
+    pub id: String,
+}
+
+struct Entry {
+    resolved: Resolved,
+    versions: (String, String),
+    fetched: Instant,
+}
+
+/// Resolves and caches connections.
+pub struct Connections {
+    client: Client,
+    default_name: Option<String>,
+    entries: Mutex<HashMap<(String, String), Entry>>,
+}
+
+impl Connections {
+    /// A cache reading with `client`; `default_name` serves jobs without `connectionRef`.
+    pub fn new(client: Client, default_name: Option<String>) -> Self {
+        Connections {
+            client,
+            default_name,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection a job in `ns` refers to.
+    pub async fn resolve(
+        &self,
+        ns: &str,
+        reference: Option<&crate::api::common::ConnectionRef>,
+    ) -> Result<Resolved, ConnectionError> {
+        if let Some(r) = reference
+            && let Some(other) = r.namespace.as_deref().filter(|o| *o != ns)
+        {
+            return Err(ConnectionError::OtherNamespace {
+                what: "BkConnection",
+                name: r.name.clone(),
+                other: other.to_owned(),
+                own: ns.to_owned(),
+            });
+        }
+        let name = reference
+            .map(|r| r.name.clone())
+            .or_else(|| self.default_name.clone())
+            .ok_or(ConnectionError::NoConnection)?;
+        let key = (ns.to_owned(), name.clone());
+        let mut entries = self.entries.lock().await;
+        if let Some(e) = entries.get(&key)
+            && e.fetched.elapsed() < TTL
+        {
+            return Ok(e.resolved.clone());
+        }
+        let api_err = |source| ConnectionError::Api {
+            connection: name.clone(),
+            source,
+        };
+        let conn = match Api::<BkConnection>::namespaced(self.client.clone(), ns)
+            .get_opt(&name)
+            .await
+            .map_err(api_err)?
+        {
+            Some(c) => c,
+            None => {
+                entries.remove(&key);
+                return Err(ConnectionError::NotFound(name));
+            }
+        };
+        let problems = conn.spec.validate();
+        if !problems.is_empty() {
+            return Err(ConnectionError::Invalid {
+                connection: name,
+                problem: problems.to_string(),
+            });
+        }
+        let secret_ref = &conn.spec.credentials_secret_ref;
+        if let Some(other) = secret_ref.namespace.as_deref().filter(|o| *o != ns) {
+            return Err(ConnectionError::OtherNamespace {
+                what: "Secret",
+                name: secret_ref.name.clone(),
+                other: other.to_owned(),
+                own: ns.to_owned(),
+            });
+        }
+        let secret = match Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(api_err)?
+        {
+            Some(s) => s,
+            None => {
+                return Err(ConnectionError::SecretNotFound {
+                    connection: name,
+                    secret: secret_ref.name.clone(),
+                });
+            }
+        };
+        let versions = (
+            conn.resource_version().unwrap_or_default(),
+            secret.resource_version().unwrap_or_default(),
+        );
+        if let Some(e) = entries.get_mut(&key)
+            && e.versions == versions
+        {
+            e.fetched = Instant::now();
+            return Ok(e.resolved.clone());
+        }
+        let resolved = build(ns, &name, &conn.spec, &secret)?;
+        entries.insert(
+            key,
+            Entry {
+                resolved: resolved.clone(),
+                versions,
+                fetched: Instant::now(),
+            },
+        );
+        Ok(resolved)
+    }
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone())
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// The base URL of one system, or `None` when the connection does not reach it.
+pub fn endpoint(spec: &BkConnectionSpec, system: &str) -> Result<Option<Endpoint>, String> {
+    let ep = spec
+        .endpoints()
+        .into_iter()
+        .find(|(n, _)| *n == system)
+        .and_then(|(_, e)| e)
+        .cloned()
+        .unwrap_or_default();
+    let mode = ep.mode.unwrap_or_default();
+    let url = match (&ep.url, mode) {
+        (Some(u), _) => u.clone(),
+        (None, EndpointMode::Gateway) => match &spec.gateway {
+            Some(gw) => {
+                let api_name = ep.api_name.clone().unwrap_or_else(|| {
+                    DEFAULT_GATEWAY_NAMES
+                        .iter()
+                        .find(|(s, _)| *s == system)
+                        .map(|(_, n)| (*n).to_owned())
+                        .unwrap_or_default()
+                });
+                let base = gw.url_template.replace("{api_name}", &api_name);
+                let stage = gw.stage.clone().unwrap_or_else(|| "prod".to_owned());
+                format!(
+                    "{}/{}/",
+                    base.trim_end_matches('/'),
+                    stage.trim_matches('/')
+                )
+            }
+            None => return Ok(None),
+        },
+        (None, EndpointMode::Esb) => match &spec.esb_url {
+            Some(u) => u.clone(),
+            None => return Ok(None),
+        },
+    };
+    let mut url = Url::parse(&url).map_err(|e| format!("{system} URL {url:?}: {e}"))?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(Some(match mode {
+        EndpointMode::Gateway => Endpoint::gateway(url),
+        EndpointMode::Esb => Endpoint::esb(url),
+    }))
+}
+
+fn build(
+    ns: &str,
+    name: &str,
+    spec: &BkConnectionSpec,
+    secret: &Secret,
+) -> Result<Resolved, ConnectionError> {
+    let secret_name = spec.credentials_secret_ref.name.clone();
+    let incomplete = |problem: String| ConnectionError::SecretIncomplete {
+        connection: name.to_owned(),
+        secret: secret_name.clone(),
+        problem,
+    };
+    let app_code = secret_value(secret, "bk_app_code")
+        .ok_or_else(|| incomplete("has no bk_app_code".into()))?;
+    let app_secret = secret_value(secret, "bk_app_secret")
+        .ok_or_else(|| incomplete("has no bk_app_secret".into()))?;
+    let username = secret_value(secret, "bk_username");
+    let user = if let Some(t) = secret_value(secret, "access_token") {
+        UserAuth::AccessToken(BkSecret::new(t))
+    } else if let Some(t) = secret_value(secret, "bk_token") {
+        UserAuth::BkToken(BkSecret::new(t))
+    } else if let Some(u) = username.clone() {
+        UserAuth::Username(u)
+    } else {
+        return Err(incomplete(
+            "has none of bk_username, bk_token or access_token".into(),
+        ));
+    };
+    let invalid = |problem: String| ConnectionError::Invalid {
+        connection: name.to_owned(),
+        problem,
+    };
+    let mut config = ClientConfig::new(Credentials {
+        app_code,
+        app_secret: BkSecret::new(app_secret),
+        user,
+        tenant_id: spec.tenant_id.clone(),
+    });
+    config.gsekit = endpoint(spec, "gsekit").map_err(invalid)?;
+    config.bkflow = endpoint(spec, "bkflow").map_err(invalid)?;
+    config.nodeman = endpoint(spec, "nodeman").map_err(invalid)?;
+    config.job = endpoint(spec, "job").map_err(invalid)?;
+    if let Some(t) = spec.timeout_seconds {
+        config.timeout = Duration::from_secs(t.into());
+    }
+    if let Some(rl) = &spec.rate_limit {
+        if let Some(q) = rl.qps {
+            config.qps = f64::from(q);
+        }
+        if let Some(b) = rl.burst {
+            config.burst = b;
+        }
+        if let Some(m) = rl.max_in_flight {
+            config.max_in_flight = m as usize;
+        }
+    }
+    config.ca_bundle_pem = spec.ca_bundle.as_ref().map(|p| p.as_bytes().to_vec());
+    let client = BkClient::new(config).map_err(|e| invalid(e.to_string()))?;
+    Ok(Resolved {
+        client,
+        defaults: Defaults {
+            bkflow_space_id: spec.bkflow_space_id,
+            username,
+        },
+        id: format!("{ns}/{name}"),
+    })
+}
+
+/// Shared handle.
+pub type SharedConnections = Arc<Connections>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> BkConnectionSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn gateway_template_and_overrides() {
+        let s = spec(serde_json::json!({
+            "gateway": {"urlTemplate": "https://bkapi.example.com/api/{api_name}/", "stage": "stag"},
+            "bkflow": {"apiName": "bk-flow-engine"},
+            "job": {"url": "https://job.example.com/api/bk-job/prod"},
+            "nodeman": {"mode": "esb"},
+            "esbUrl": "https://paas.example.com",
+            "credentialsSecretRef": {"name": "s"}
+        }));
+        let url = |sys| endpoint(&s, sys).unwrap().unwrap().base_url.to_string();
+        assert_eq!(
+            url("gsekit"),
+            "https://bkapi.example.com/api/bk-gsekit/stag/"
+        );
+        assert_eq!(
+            url("bkflow"),
+            "https://bkapi.example.com/api/bk-flow-engine/stag/"
+        );
+        assert_eq!(url("job"), "https://job.example.com/api/bk-job/prod/");
+        assert_eq!(url("nodeman"), "https://paas.example.com/");
+        let esb_only = spec(
+            serde_json::json!({"esbUrl": "https://paas.example.com", "gsekit": {"mode": "esb"}, "credentialsSecretRef": {"name": "s"}}),
+        );
+        assert!(
+            endpoint(&esb_only, "bkflow").unwrap().is_none(),
+            "BKFlow has no ESB and no gateway here"
+        );
+    }
+}

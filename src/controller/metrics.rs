@@ -1,0 +1,142 @@
+//! Prometheus metrics. Labels are bounded: kinds, systems, calls, outcomes and phases — never
+//! object names or error text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// Job kind.
+    pub kind: &'static str,
+    /// The lifecycle step taken, or the error category.
+    pub outcome: &'static str,
+}
+
+/// Labels of a submission.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubmissionLabels {
+    /// Job kind.
+    pub kind: &'static str,
+    /// submitted, adopted, rejected, deferred, ambiguous.
+    pub outcome: &'static str,
+}
+
+/// Labels of a BlueKing call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// gsekit, bkflow, nodeman, job.
+    pub system: &'static str,
+    /// create, start, poll, cancel, search.
+    pub call: &'static str,
+    /// ok, transient, rejected, ambiguous.
+    pub outcome: &'static str,
+}
+
+/// Labels of a duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallKindLabels {
+    /// System.
+    pub system: &'static str,
+    /// Call.
+    pub call: &'static str,
+}
+
+/// Labels of a phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Job kind.
+    pub kind: &'static str,
+    /// Phase.
+    pub phase: &'static str,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by kind and outcome.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Submissions by kind and outcome.
+    pub submissions: Family<SubmissionLabels, Counter>,
+    /// BlueKing calls by system, call and outcome.
+    pub bk_calls: Family<CallLabels, Counter>,
+    /// BlueKing call latency.
+    pub bk_call_seconds: Family<CallKindLabels, Histogram>,
+    /// Phase changes written, by kind and new phase.
+    pub phase_transitions: Family<PhaseLabels, Counter>,
+    /// Status writes by kind.
+    pub status_writes: Family<ReconcileLabels, Counter>,
+    /// 1 while this replica leads (or leader election is off).
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("bkops");
+        let reconciles = Family::default();
+        let submissions = Family::default();
+        let bk_calls = Family::default();
+        let bk_call_seconds = Family::<CallKindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let phase_transitions = Family::default();
+        let status_writes = Family::default();
+        let leader = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and outcome",
+            reconciles.clone(),
+        );
+        registry.register(
+            "submissions",
+            "BlueKing submissions by kind and outcome",
+            submissions.clone(),
+        );
+        registry.register(
+            "bk_calls",
+            "BlueKing calls by system, call and outcome",
+            bk_calls.clone(),
+        );
+        registry.register(
+            "bk_call_duration_seconds",
+            "BlueKing call latency",
+            bk_call_seconds.clone(),
+        );
+        registry.register(
+            "phase_transitions",
+            "Phase changes by kind and new phase",
+            phase_transitions.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status writes by kind and reason",
+            status_writes.clone(),
+        );
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        Metrics {
+            registry,
+            reconciles,
+            submissions,
+            bk_calls,
+            bk_call_seconds,
+            phase_transitions,
+            status_writes,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

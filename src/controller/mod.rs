@@ -1,0 +1,438 @@
+//! Wiring: one controller per job kind over a shared context, the malformed-object guard,
+//! leader election, `/metrics` `/healthz` `/readyz`, and graceful shutdown.
+
+pub mod batch;
+pub mod connection;
+pub mod metrics;
+pub mod reconcile;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::api::common::FIELD_MANAGER;
+use crate::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
+use crate::run::JobKind;
+use batch::BkflowBatcher;
+use connection::Connections;
+use metrics::{Metrics, ReconcileLabels};
+use reconcile::{Error, Reconciler, Timings};
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// Connection for jobs without `connectionRef` (looked up in the job's namespace).
+    pub default_connection: Option<String>,
+    /// Reconciles at once, per kind.
+    pub concurrency: u16,
+    /// How long an unclear create is searched for before the run turns `Unknown`.
+    pub resolve_grace: Duration,
+    /// First poll interval of a run.
+    pub poll_initial: Duration,
+    /// Longest poll interval.
+    pub poll_max: Duration,
+    /// Leader election with a Lease.
+    pub leader_election: Option<LeaderElection>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Identity in Events and the Lease.
+    pub identity: String,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            namespaces: Vec::new(),
+            default_connection: None,
+            concurrency: 16,
+            resolve_grace: Duration::from_secs(60),
+            poll_initial: Duration::from_secs(2),
+            poll_max: Duration::from_secs(30),
+            leader_election: None,
+            metrics_addr: None,
+            identity: default_identity(),
+        }
+    }
+}
+
+/// The pod name (`HOSTNAME`) plus a random suffix, so two processes never share an identity.
+pub fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "bkops".to_owned());
+    format!("{host}-{:06x}", rand::rng().random_range(0..0xff_ffff))
+}
+
+/// Lease settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Lease duration in seconds.
+    pub duration_secs: u64,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub config: OperatorConfig,
+    /// Connection cache.
+    pub connections: Connections,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// In-memory timings.
+    pub timings: Mutex<Timings>,
+    /// BKFlow batch poller.
+    pub bkflow_batch: BkflowBatcher,
+}
+
+impl Context {
+    /// A context for `client` and `config`.
+    pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: "bkops".into(),
+            instance: Some(config.identity.clone()),
+        };
+        Context {
+            connections: Connections::new(client.clone(), config.default_connection.clone()),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+            timings: Mutex::new(Timings::default()),
+            bkflow_batch: BkflowBatcher::new(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// What the reconcile of one kind needs to know about it.
+trait KindName {
+    const NAME: &'static str;
+}
+impl KindName for ProcessJob {
+    const NAME: &'static str = "ProcessJob";
+}
+impl KindName for Taskflow {
+    const NAME: &'static str = "Taskflow";
+}
+impl KindName for AgentJob {
+    const NAME: &'static str = "AgentJob";
+}
+impl KindName for ExecuteJob {
+    const NAME: &'static str = "ExecuteJob";
+}
+
+async fn reconcile<K: JobKind + KindName>(
+    obj: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match obj.as_ref().clone().try_parse::<K>() {
+        Ok(typed) => Reconciler::new(&ctx, typed, K::NAME)?.run().await,
+        Err(e) => {
+            // A malformed object must not stop the watch of its kind: say so on the object and
+            // move on.
+            ctx.metrics
+                .reconciles
+                .get_or_create(&ReconcileLabels {
+                    kind: K::NAME,
+                    outcome: "malformed",
+                })
+                .inc();
+            report_malformed::<K>(&ctx, &obj, &e.to_string()).await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error: &str) {
+    let (Some(ns), Some(name)) = (obj.namespace(), obj.metadata.name.clone()) else {
+        return;
+    };
+    warn!(%ns, %name, error, "malformed object");
+    let message = format!(
+        "malformed object, cannot be read as {}: {error}",
+        K::kind(&())
+    );
+    let already = obj
+        .data
+        .get("status")
+        .and_then(|s| s.get("message"))
+        .and_then(|m| m.as_str())
+        == Some(message.as_str());
+    if already {
+        return;
+    }
+    let now = chrono::Utc::now();
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let patch = json!({"status": {
+        "observedGeneration": generation,
+        "phase": "Failed",
+        "message": message,
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "MalformedObject", "message": message, "lastTransitionTime": now, "observedGeneration": generation},
+            {"type": "Stalled", "status": "True", "reason": "MalformedObject", "message": message, "lastTransitionTime": now, "observedGeneration": generation},
+        ],
+    }});
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<K>(&()));
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(%ns, %name, error = %e, "could not report a malformed object");
+    }
+}
+
+fn error_policy<K: KindName>(_obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            kind: K::NAME,
+            outcome: err.category(),
+        })
+        .inc();
+    let base = match err.category() {
+        "conflict" => 0.5,
+        _ => 5.0,
+    };
+    warn!(kind = K::NAME, error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs_f64(
+        base * rand::rng().random_range(1.0..2.0),
+    ))
+}
+
+/// Reconciles are triggered by what people change (spec, annotations, finalizers, deletion),
+/// never by the operator's own status writes; running jobs are followed by requeues.
+fn trigger_hash(obj: &DynamicObject) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.metadata.annotations.hash(&mut h);
+    obj.metadata.finalizers.hash(&mut h);
+    obj.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+async fn run_kind<K: JobKind + KindName>(
+    ctx: Arc<Context>,
+    ns: Option<String>,
+    token: CancellationToken,
+) {
+    let ar = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match &ns {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+        None => Api::all_with(ctx.client.clone(), &ar),
+    };
+    let writer = reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, PredicateConfig::default());
+    let concurrency = ctx.config.concurrency;
+    Controller::for_stream_with(stream, reader, ar)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(token.cancelled_owned())
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                match e {
+                    controller::Error::ReconcilerFailed(..) => {}
+                    other => warn!(kind = K::NAME, error = %other, "controller"),
+                }
+            }
+        })
+        .await;
+}
+
+/// Readiness as `/readyz` reports it.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the operator ready (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    /// Whether it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `token` is cancelled.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Health,
+    token: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let h = health.clone();
+                async move {
+                    if h.is_ready() {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "metrics server");
+        }
+    });
+    Ok(local)
+}
+
+/// Runs the four controllers until `token` is cancelled (or leadership is lost, which is an
+/// error so that the process restarts and competes again).
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Health::default();
+    if let Some(addr) = config.metrics_addr {
+        let local = serve_http(addr, metrics.clone(), health.clone(), token.clone()).await?;
+        info!(%local, "serving /metrics, /healthz, /readyz");
+    }
+    let mut leadership = None;
+    if let Some(le) = &config.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease_name)
+            .with_namespace(&le.namespace)
+            .with_identity(&config.identity)
+            .with_duration(le.duration_secs)
+            .with_grace((le.duration_secs / 3).max(1))
+            .with_field_manager(FIELD_MANAGER)
+            .build()
+            .await?;
+        let (mut rx, handle) = manager.watch().await;
+        info!(lease = %le.lease_name, namespace = %le.namespace, identity = %config.identity, "waiting for leadership");
+        loop {
+            if *rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = rx.changed() => changed?,
+                _ = token.cancelled() => return Ok(()),
+            }
+        }
+        info!("leading");
+        leadership = Some((rx, handle));
+    }
+    metrics.leader.set(1);
+    let ctx = Arc::new(Context::new(client, config.clone(), metrics.clone()));
+    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = token.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    for ns in namespaces {
+        tasks.spawn(run_kind::<ProcessJob>(
+            ctx.clone(),
+            ns.clone(),
+            controllers.clone(),
+        ));
+        tasks.spawn(run_kind::<Taskflow>(
+            ctx.clone(),
+            ns.clone(),
+            controllers.clone(),
+        ));
+        tasks.spawn(run_kind::<AgentJob>(
+            ctx.clone(),
+            ns.clone(),
+            controllers.clone(),
+        ));
+        tasks.spawn(run_kind::<ExecuteJob>(ctx.clone(), ns, controllers.clone()));
+    }
+    health.set_ready(true);
+    info!("controllers running");
+    let lost = async {
+        match &mut leadership {
+            Some((rx, _)) => loop {
+                if rx.changed().await.is_err() || !*rx.borrow() {
+                    return true;
+                }
+            },
+            None => std::future::pending::<bool>().await,
+        }
+    };
+    let lost_leadership = tokio::select! {
+        l = lost => l,
+        _ = token.cancelled() => false,
+        _ = async { while tasks.join_next().await.is_some() {} } => false,
+    };
+    health.set_ready(false);
+    controllers.cancel();
+    while tasks.join_next().await.is_some() {}
+    if let Some((rx, handle)) = leadership {
+        // Dropping the receiver makes the manager release the Lease.
+        drop(rx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    }
+    metrics.leader.set(0);
+    if lost_leadership {
+        anyhow::bail!("lost leadership; exiting so that a fresh process competes again");
+    }
+    info!("stopped");
+    Ok(())
+}

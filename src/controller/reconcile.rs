@@ -1,0 +1,1233 @@
+//! Carrying out [`decide`]'s decisions: the fenced intent, the one create, the id write that
+//! retries until it lands, polls, cancels, and the status and Events that report them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::Context;
+use super::connection::{ConnectionError, Resolved};
+use super::metrics::{CallKindLabels, CallLabels, PhaseLabels, ReconcileLabels, SubmissionLabels};
+use crate::api::JobStatus;
+use crate::api::common::{
+    ADOPT_ANNOTATION, CONFIRM_NOT_SUBMITTED_ANNOTATION, FIELD_MANAGER, FINALIZER, Phase,
+    RERUN_ANNOTATION, RunStatus,
+};
+use crate::bk::facade::{CancelOutcome, JobPhase, JobRef, SearchQuery};
+use crate::bk::{BkError, ErrorClass};
+use crate::run::status::{apply_progress, merge_diff, progress_only, push_history, render};
+use crate::run::{Decision, JobKind, Observed, Trigger, decide, reason, run_key, spec_hash};
+
+/// Errors of one reconcile; each has a short category for metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object has no namespace or name (cannot happen for namespaced kinds).
+    #[error("object without namespace or name")]
+    Unnamed,
+}
+
+impl Error {
+    /// Stable category for labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(_) => "kubernetes",
+            Error::Unnamed => "unnamed",
+        }
+    }
+}
+
+/// How long status writes of mere progress wait after the last one.
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a record of a create's job id is retried before the run is left to be resolved.
+const ID_WRITE_BUDGET: Duration = Duration::from_secs(120);
+/// How long deletion waits on a failing cancel before letting go.
+const DELETE_CANCEL_BUDGET: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
+
+/// In-memory per-object timing (never written to status: such stamps make the controller
+/// trigger itself).
+#[derive(Default)]
+pub struct Timings {
+    last_poll: HashMap<String, Instant>,
+    last_progress_write: HashMap<String, Instant>,
+}
+
+impl Timings {
+    /// Forgets an object.
+    pub fn forget(&mut self, uid: &str) {
+        self.last_poll.remove(uid);
+        self.last_progress_write.remove(uid);
+    }
+}
+
+fn outcome(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Transient => "transient",
+        ErrorClass::Rejected => "rejected",
+        ErrorClass::Ambiguous => "ambiguous",
+    }
+}
+
+/// A jittered poll interval that grows with the run's age: seconds at first, up to the cap.
+pub fn poll_interval(ctx: &Context, run: &RunStatus) -> Duration {
+    let age = run
+        .submitted_at
+        .or(run.intent_at)
+        .map(|t| (Utc::now() - t).num_seconds().max(0) as f64)
+        .unwrap_or(0.0);
+    let base = ctx.config.poll_initial.as_secs_f64();
+    let cap = ctx.config.poll_max.as_secs_f64().max(base);
+    let grown = (base * (1.0 + age / 20.0)).min(cap);
+    let jitter = rand::rng().random_range(0.8..1.2);
+    Duration::from_secs_f64(grown * jitter)
+}
+
+/// One reconcile of one job object.
+pub struct Reconciler<'a, K: JobKind> {
+    ctx: &'a Context,
+    obj: K,
+    api: Api<K>,
+    ns: String,
+    name: String,
+    uid: String,
+    generation: i64,
+    kind: &'static str,
+}
+
+impl<'a, K: JobKind> Reconciler<'a, K> {
+    /// Prepares a reconcile of `obj`.
+    pub fn new(ctx: &'a Context, obj: K, kind: &'static str) -> Result<Self, Error> {
+        let ns = obj.namespace().ok_or(Error::Unnamed)?;
+        let name = obj.meta().name.clone().ok_or(Error::Unnamed)?;
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let generation = obj.meta().generation.unwrap_or(0);
+        let api = Api::namespaced(ctx.client.clone(), &ns);
+        Ok(Reconciler {
+            ctx,
+            obj,
+            api,
+            ns,
+            name,
+            uid,
+            generation,
+            kind,
+        })
+    }
+
+    fn status(&self) -> JobStatus {
+        self.obj.job_status().cloned().unwrap_or_default()
+    }
+
+    fn trigger(obj: &K) -> Trigger {
+        Trigger {
+            spec_hash: spec_hash(&obj.spec_json()),
+            rerun_token: obj.common().rerun_token.clone(),
+            rerun_requested_at: obj.annotations().get(RERUN_ANNOTATION).cloned(),
+        }
+    }
+
+    fn observe(&self, obj: &K, status: &JobStatus) -> Decision {
+        let errors = obj.validate_spec();
+        let annotations = obj.annotations();
+        let observed = Observed {
+            now: Utc::now(),
+            generation: obj.meta().generation.unwrap_or(0),
+            trigger: Self::trigger(obj),
+            common: obj.common(),
+            status,
+            invalid: (!errors.is_empty()).then(|| errors.to_string()),
+            deleting: obj.meta().deletion_timestamp.is_some(),
+            has_finalizer: obj.finalizers().iter().any(|f| f == FINALIZER),
+            adopt_annotation: annotations.get(ADOPT_ANNOTATION).map(String::as_str),
+            confirm_annotation: annotations
+                .get(CONFIRM_NOT_SUBMITTED_ANNOTATION)
+                .map(String::as_str),
+            two_phase: obj.two_phase(),
+            resolve_grace: self.ctx.config.resolve_grace,
+        };
+        decide(&observed)
+    }
+
+    /// Decides and acts.
+    pub async fn run(self) -> Result<Action, Error> {
+        let status = self.status();
+        let decision = self.observe(&self.obj, &status);
+        debug!(kind = self.kind, ns = %self.ns, name = %self.name, ?decision, "reconcile");
+        let label = match &decision {
+            Decision::AddFinalizer => "add_finalizer",
+            Decision::RemoveFinalizer { .. } => "remove_finalizer",
+            Decision::CancelForDeletion => "cancel_for_deletion",
+            Decision::Report { .. } => "report",
+            Decision::Submit { .. } => "submit",
+            Decision::AdoptIntoRun { .. } => "adopt",
+            Decision::Resolve => "resolve",
+            Decision::Start => "start",
+            Decision::Poll => "poll",
+            Decision::Cancel { .. } => "cancel",
+            Decision::Idle { .. } => "idle",
+        };
+        self.ctx
+            .metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: self.kind,
+                outcome: label,
+            })
+            .inc();
+        match decision {
+            Decision::AddFinalizer => self.set_finalizer(true).await,
+            Decision::RemoveFinalizer { warning } => {
+                if let Some(w) = warning {
+                    self.event(EventType::Warning, "CleanupIncomplete", &w)
+                        .await;
+                }
+                self.set_finalizer(false).await
+            }
+            Decision::CancelForDeletion => self.cancel_for_deletion(status).await,
+            Decision::Report {
+                phase,
+                reason,
+                message,
+            } => {
+                let run = status.run.clone();
+                let new = render(
+                    &status,
+                    self.generation,
+                    phase,
+                    reason,
+                    message,
+                    run,
+                    Utc::now(),
+                );
+                self.write(&status, new, None).await?;
+                Ok(Action::await_change())
+            }
+            Decision::Submit {
+                attempt,
+                retries,
+                adopt,
+            } => self.submit(status, attempt, retries, adopt).await,
+            Decision::AdoptIntoRun { job_id } => self.adopt_into_run(status, job_id).await,
+            Decision::Resolve => self.resolve(status).await,
+            Decision::Start => self.start(status).await,
+            Decision::Poll => self.poll(status).await,
+            Decision::Cancel { deadline } => self.cancel(status, deadline).await,
+            Decision::Idle { requeue } => {
+                // A control-field edit (suspend, cancel, ...) moves the generation without a
+                // run: say that it was seen.
+                if status.observed_generation != Some(self.generation)
+                    && let Some(phase) = status.phase
+                {
+                    let why = status
+                        .run
+                        .as_ref()
+                        .and_then(|r| r.reason.clone())
+                        .unwrap_or_else(|| phase.to_string());
+                    let message = status.message.clone().unwrap_or_default();
+                    let new = render(
+                        &status,
+                        self.generation,
+                        phase,
+                        &why,
+                        message,
+                        status.run.clone(),
+                        Utc::now(),
+                    );
+                    self.write(&status, new, None).await?;
+                }
+                Ok(requeue
+                    .map(Action::requeue)
+                    .unwrap_or_else(Action::await_change))
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<Resolved, ConnectionError> {
+        self.ctx
+            .connections
+            .resolve(&self.ns, self.obj.common().connection_ref.as_ref())
+            .await
+    }
+
+    /// Writes `new` over `old` as a minimal merge patch; with `rv`, only if the object is still
+    /// at that resourceVersion. Publishes an Event when the phase changed.
+    async fn write(
+        &self,
+        old: &JobStatus,
+        new: JobStatus,
+        rv: Option<&str>,
+    ) -> Result<bool, Error> {
+        let (Ok(old_v), Ok(new_v)) = (serde_json::to_value(old), serde_json::to_value(&new)) else {
+            return Ok(false);
+        };
+        let Some(diff) = merge_diff(&old_v, &new_v) else {
+            return Ok(false);
+        };
+        let mut patch = json!({ "status": diff });
+        if let Some(rv) = rv {
+            patch["metadata"] = json!({ "resourceVersion": rv });
+        }
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        let why = if rv.is_some() {
+            "intent"
+        } else if progress_only(old, &new) {
+            "progress"
+        } else {
+            "change"
+        };
+        self.ctx
+            .metrics
+            .status_writes
+            .get_or_create(&ReconcileLabels {
+                kind: self.kind,
+                outcome: why,
+            })
+            .inc();
+        if progress_only(old, &new) {
+            self.ctx
+                .timings
+                .lock()
+                .await
+                .last_progress_write
+                .insert(self.uid.clone(), Instant::now());
+        }
+        if let Some(phase) = new.phase
+            && old.phase != new.phase
+        {
+            self.ctx
+                .metrics
+                .phase_transitions
+                .get_or_create(&PhaseLabels {
+                    kind: self.kind,
+                    phase: phase.as_str(),
+                })
+                .inc();
+            let type_ = match phase {
+                Phase::Failed | Phase::Unknown | Phase::Cancelled => EventType::Warning,
+                _ => EventType::Normal,
+            };
+            let message = new.message.clone().unwrap_or_default();
+            self.event(type_, phase.as_str(), &message).await;
+        }
+        Ok(true)
+    }
+
+    /// Writes until it lands (the record of a created job must not be lost), within a budget.
+    async fn write_until_landed(&self, status: &JobStatus, new: JobStatus) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            // Against a fresh read: the cached status may be behind our own intent write.
+            let current = match self.api.get_status(&self.name).await {
+                Ok(o) => o.job_status().cloned().unwrap_or_default(),
+                Err(_) => status.clone(),
+            };
+            match self.write(&current, new.clone(), None).await {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() < ID_WRITE_BUDGET => {
+                    warn!(ns = %self.ns, name = %self.name, error = %e, "recording the job id failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+        let reference = ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            name: Some(self.name.clone()),
+            namespace: Some(self.ns.clone()),
+            uid: self.obj.meta().uid.clone(),
+            resource_version: self.obj.meta().resource_version.clone(),
+            ..Default::default()
+        };
+        let note: String = note.chars().take(1000).collect();
+        let ev = Event {
+            type_,
+            reason: reason.chars().take(128).collect(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.ctx.recorder.publish(&ev, &reference).await {
+            debug!(error = %e, "publishing an Event failed");
+        }
+    }
+
+    fn record_call<T, E: std::ops::Deref<Target = BkError>>(
+        &self,
+        system: &'static str,
+        call: &'static str,
+        started: Instant,
+        r: &Result<T, E>,
+    ) {
+        let out = match r {
+            Ok(_) => "ok",
+            Err(e) => outcome(e.class()),
+        };
+        self.ctx
+            .metrics
+            .bk_calls
+            .get_or_create(&CallLabels {
+                system,
+                call,
+                outcome: out,
+            })
+            .inc();
+        self.ctx
+            .metrics
+            .bk_call_seconds
+            .get_or_create(&CallKindLabels { system, call })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn set_finalizer(&self, present: bool) -> Result<Action, Error> {
+        let mut finalizers: Vec<String> = self
+            .obj
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        if present {
+            finalizers.push(FINALIZER.to_owned());
+        }
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.obj.resource_version()}});
+        match self
+            .api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(Action::await_change()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Ok(Action::requeue(Duration::from_millis(500)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stalls the object with a connection problem, keeping any run as it is.
+    async fn report_connection(
+        &self,
+        status: &JobStatus,
+        e: ConnectionError,
+    ) -> Result<Action, Error> {
+        if e.is_transient() {
+            warn!(ns = %self.ns, name = %self.name, error = %e, "connection lookup failed");
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        let in_flight = status.run.as_ref().is_some_and(|r| {
+            matches!(
+                r.phase,
+                Phase::Submitting | Phase::Running | Phase::WaitingForUser
+            )
+        });
+        let message = format!("cannot use the connection: {e}");
+        let new = if in_flight {
+            // The job runs on; only the message says why it is not followed.
+            let mut s = status.clone();
+            s.message = Some(message);
+            s.observed_generation = Some(self.generation);
+            s
+        } else {
+            render(
+                status,
+                self.generation,
+                Phase::Failed,
+                reason::CONNECTION_ERROR,
+                message,
+                status.run.clone(),
+                Utc::now(),
+            )
+        };
+        self.write(status, new, None).await?;
+        Ok(Action::requeue(Duration::from_secs(30)))
+    }
+
+    async fn submit(
+        &self,
+        status: JobStatus,
+        attempt: u32,
+        retries: u32,
+        adopt: Option<String>,
+    ) -> Result<Action, Error> {
+        let key = run_key(&self.uid, self.generation, attempt);
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        let request = match &adopt {
+            Some(_) => None,
+            None => match self.obj.create_request(&key, &conn.defaults) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let new = render(
+                        &status,
+                        self.generation,
+                        Phase::Failed,
+                        reason::INVALID_SPEC,
+                        format!("invalid spec: {e}"),
+                        status.run.clone(),
+                        Utc::now(),
+                    );
+                    self.write(&status, new, None).await?;
+                    return Ok(Action::await_change());
+                }
+            },
+        };
+        let adopt_ref = match &adopt {
+            Some(id) => match self.obj.job_ref(id, &conn.defaults) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let new = render(
+                        &status,
+                        self.generation,
+                        Phase::Failed,
+                        reason::INVALID_SPEC,
+                        format!("invalid spec: {e}"),
+                        status.run.clone(),
+                        Utc::now(),
+                    );
+                    self.write(&status, new, None).await?;
+                    return Ok(Action::await_change());
+                }
+            },
+            None => None,
+        };
+
+        // The fence: decide again on a fresh read and write the intent only if the object is
+        // still where this decision was made. Whoever moves first wins; the other requeues.
+        let fresh = match self.api.get(&self.name).await {
+            Ok(f) => f,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
+            Err(e) => return Err(e.into()),
+        };
+        let fresh_status = fresh.job_status().cloned().unwrap_or_default();
+        let again = self.observe(&fresh, &fresh_status);
+        if again
+            != (Decision::Submit {
+                attempt,
+                retries,
+                adopt: adopt.clone(),
+            })
+        {
+            debug!(ns = %self.ns, name = %self.name, "the object moved since the cache; deciding again");
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        let generation = fresh.meta().generation.unwrap_or(self.generation);
+        let trigger = Self::trigger(&fresh);
+        let now = Utc::now();
+        let mut base = fresh_status.clone();
+        if let Some(previous) = &base.run
+            && previous.key != key
+            && previous.phase != Phase::Pending
+        {
+            push_history(&mut base.history, previous);
+        }
+        if trigger.rerun_requested_at.is_some() {
+            base.last_handled_rerun_at = trigger.rerun_requested_at.clone();
+        }
+        let run = RunStatus {
+            key: key.clone(),
+            generation,
+            attempt,
+            spec_hash: trigger.spec_hash.clone(),
+            rerun_token: trigger.rerun_token.clone(),
+            rerun_requested_at: trigger.rerun_requested_at.clone(),
+            retries,
+            phase: Phase::Submitting,
+            intent_at: Some(now),
+            ..Default::default()
+        };
+        let intent = render(
+            &base,
+            generation,
+            Phase::Submitting,
+            reason::SUBMITTING,
+            format!("submitting run {key}"),
+            Some(run.clone()),
+            now,
+        );
+        let rv = fresh.resource_version();
+        match self
+            .write(&fresh_status, intent.clone(), rv.as_deref())
+            .await
+        {
+            Ok(_) => {}
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {
+                debug!(ns = %self.ns, name = %self.name, "intent write lost the race; no BlueKing call");
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            Err(e) => return Err(e),
+        }
+
+        if let Some(job) = adopt_ref {
+            self.ctx
+                .metrics
+                .submissions
+                .get_or_create(&SubmissionLabels {
+                    kind: self.kind,
+                    outcome: "adopted",
+                })
+                .inc();
+            info!(ns = %self.ns, name = %self.name, %key, job = %job, "following an existing job (adoptJobId)");
+            return self.record_job(&intent, run, job, None, true, false).await;
+        }
+        let Some(request) = request else {
+            return Ok(Action::await_change());
+        };
+        let system = K::SYSTEM.as_str();
+        let started = Instant::now();
+        let result = conn.client.submit(&request).await;
+        self.record_call(system, "create", started, &result.as_ref());
+        match result {
+            Ok(sub) => {
+                self.ctx
+                    .metrics
+                    .submissions
+                    .get_or_create(&SubmissionLabels {
+                        kind: self.kind,
+                        outcome: "submitted",
+                    })
+                    .inc();
+                info!(ns = %self.ns, name = %self.name, %key, job = %sub.job, "submitted");
+                let needs_start = sub.needs_start;
+                self.record_job(&intent, run, sub.job, sub.job_url, false, needs_start)
+                    .await
+            }
+            Err(e) => {
+                let class = e.class();
+                self.ctx
+                    .metrics
+                    .submissions
+                    .get_or_create(&SubmissionLabels {
+                        kind: self.kind,
+                        outcome: outcome(class),
+                    })
+                    .inc();
+                warn!(ns = %self.ns, name = %self.name, %key, error = %e, class = outcome(class), "create failed");
+                let mut run = run;
+                let now = Utc::now();
+                let (phase, why, message, next) = match class {
+                    ErrorClass::Rejected => {
+                        run.phase = Phase::Failed;
+                        run.completion_time = Some(now);
+                        (
+                            Phase::Failed,
+                            reason::SUBMISSION_REJECTED,
+                            format!("BlueKing refused run {key}; nothing ran: {e}"),
+                            Action::requeue(Duration::from_secs(1)),
+                        )
+                    }
+                    ErrorClass::Transient => {
+                        run.phase = Phase::Pending;
+                        (
+                            Phase::Pending,
+                            reason::SUBMIT_DEFERRED,
+                            format!("run {key} not submitted yet (nothing was created): {e}"),
+                            Action::requeue(crate::run::SUBMIT_DEFER),
+                        )
+                    }
+                    ErrorClass::Ambiguous => (
+                        Phase::Submitting,
+                        reason::RESOLVING,
+                        format!(
+                            "the create of run {key} may or may not have happened ({e}); searching BlueKing for it"
+                        ),
+                        Action::requeue(Duration::from_secs(2)),
+                    ),
+                };
+                run.reason = Some(why.to_owned());
+                let mut new = render(
+                    &intent,
+                    self.generation,
+                    phase,
+                    why,
+                    message,
+                    Some(run.clone()),
+                    now,
+                );
+                if phase == Phase::Failed {
+                    push_history(&mut new.history, &run);
+                }
+                self.write_until_landed(&intent, new).await?;
+                Ok(next)
+            }
+        }
+    }
+
+    /// Records the job of `run` (created or adopted), then starts it where needed.
+    async fn record_job(
+        &self,
+        intent: &JobStatus,
+        mut run: RunStatus,
+        job: JobRef,
+        job_url: Option<String>,
+        adopted: bool,
+        needs_start: bool,
+    ) -> Result<Action, Error> {
+        let now = Utc::now();
+        run.job_id = Some(job.id());
+        run.job_url = job_url;
+        run.adopted = adopted;
+        run.submitted_at = Some(now);
+        run.phase = Phase::Running;
+        run.reason = Some(reason::RUNNING.to_owned());
+        let verb = if adopted { "following" } else { "submitted" };
+        let message = format!("{verb} {job} (run {})", run.key);
+        let new = render(
+            intent,
+            self.generation,
+            Phase::Running,
+            reason::RUNNING,
+            message,
+            Some(run.clone()),
+            now,
+        );
+        self.write_until_landed(intent, new.clone()).await?;
+        if needs_start {
+            return self.start_job(new, run, job).await;
+        }
+        Ok(Action::requeue(poll_interval(self.ctx, &run)))
+    }
+
+    async fn start_job(
+        &self,
+        status: JobStatus,
+        mut run: RunStatus,
+        job: JobRef,
+    ) -> Result<Action, Error> {
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        let started = Instant::now();
+        let result = conn.client.start(&job).await;
+        self.record_call(K::SYSTEM.as_str(), "start", started, &result.as_ref());
+        match result {
+            Ok(()) => {
+                run.started = true;
+                let message = status.message.clone().unwrap_or_default();
+                let new = render(
+                    &status,
+                    self.generation,
+                    Phase::Running,
+                    reason::RUNNING,
+                    message,
+                    Some(run.clone()),
+                    Utc::now(),
+                );
+                self.write_until_landed(&status, new).await?;
+                Ok(Action::requeue(poll_interval(self.ctx, &run)))
+            }
+            Err(e) if e.class() == ErrorClass::Rejected => {
+                run.phase = Phase::Failed;
+                run.reason = Some(reason::JOB_FAILED.to_owned());
+                run.completion_time = Some(Utc::now());
+                let mut new = render(
+                    &status,
+                    self.generation,
+                    Phase::Failed,
+                    reason::JOB_FAILED,
+                    format!("BlueKing refused to start {job}: {e}"),
+                    Some(run.clone()),
+                    Utc::now(),
+                );
+                push_history(&mut new.history, &run);
+                self.write(&status, new, None).await?;
+                Ok(Action::await_change())
+            }
+            Err(e) => {
+                warn!(ns = %self.ns, name = %self.name, error = %e, "start failed; will retry");
+                Ok(Action::requeue(Duration::from_secs(3)))
+            }
+        }
+    }
+
+    async fn start(&self, status: JobStatus) -> Result<Action, Error> {
+        let Some(run) = status.run.clone() else {
+            return Ok(Action::await_change());
+        };
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        let Some(job) = run
+            .job_id
+            .as_deref()
+            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
+        else {
+            return Ok(Action::await_change());
+        };
+        self.start_job(status, run, job).await
+    }
+
+    async fn adopt_into_run(&self, status: JobStatus, job_id: String) -> Result<Action, Error> {
+        let Some(run) = status.run.clone() else {
+            return Ok(Action::await_change());
+        };
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        let job = match self.obj.job_ref(&job_id, &conn.defaults) {
+            Ok(j) => j,
+            Err(e) => {
+                self.event(
+                    EventType::Warning,
+                    "AdoptRefused",
+                    &format!("cannot adopt job {job_id}: {e}"),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+        };
+        self.event(
+            EventType::Normal,
+            "Adopted",
+            &format!("a person named {job} as the job of run {}", run.key),
+        )
+        .await;
+        let two_phase = self.obj.two_phase();
+        self.record_job(&status, run, job, None, true, two_phase)
+            .await
+    }
+
+    async fn resolve(&self, status: JobStatus) -> Result<Action, Error> {
+        let Some(run) = status.run.clone() else {
+            return Ok(Action::await_change());
+        };
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        if let Some(last) = self.ctx.timings.lock().await.last_poll.get(&self.uid)
+            && last.elapsed() < self.ctx.config.poll_initial
+        {
+            return Ok(Action::requeue(self.ctx.config.poll_initial));
+        }
+        let now = Utc::now();
+        let intent_at = run.intent_at.unwrap_or(now);
+        let target = match self.obj.search_target(&conn.defaults) {
+            Ok(t) => t,
+            Err(e) => {
+                let message = format!("cannot search for run {}: {e}", run.key);
+                return self
+                    .unknown(&status, run, reason::UNKNOWN_SUBMISSION, message)
+                    .await;
+            }
+        };
+        let query = SearchQuery {
+            key: run.key.clone(),
+            creator: self.obj.creator(&conn.defaults),
+            since: intent_at - chrono::Duration::seconds(60),
+            until: now + chrono::Duration::seconds(60),
+            target,
+        };
+        self.ctx
+            .timings
+            .lock()
+            .await
+            .last_poll
+            .insert(self.uid.clone(), Instant::now());
+        let started = Instant::now();
+        let result = conn.client.search(&query).await;
+        self.record_call(K::SYSTEM.as_str(), "search", started, &result.as_ref());
+        let candidates = match result {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(ns = %self.ns, name = %self.name, error = %e, "search failed");
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+        };
+        // Jobs of earlier runs are not this run's; a key match beats a mere time-window match.
+        let known: Vec<String> = status
+            .history
+            .iter()
+            .filter_map(|h| h.job_id.clone())
+            .collect();
+        let mut candidates: Vec<_> = candidates
+            .into_iter()
+            .filter(|c| !known.contains(&c.job.id()))
+            .collect();
+        if candidates.iter().any(|c| c.key_matched) {
+            candidates.retain(|c| c.key_matched);
+        }
+        match candidates.len() {
+            1 => {
+                let job = candidates.remove(0).job;
+                self.ctx
+                    .metrics
+                    .submissions
+                    .get_or_create(&SubmissionLabels {
+                        kind: self.kind,
+                        outcome: "found",
+                    })
+                    .inc();
+                self.event(
+                    EventType::Normal,
+                    "Found",
+                    &format!("found {job} for run {} after an unclear create", run.key),
+                )
+                .await;
+                let two_phase = self.obj.two_phase();
+                self.record_job(&status, run, job, None, true, two_phase)
+                    .await
+            }
+            0 if (now - intent_at).to_std().unwrap_or_default() < self.ctx.config.resolve_grace => {
+                Ok(Action::requeue(
+                    Duration::from_secs(2).min(self.ctx.config.resolve_grace),
+                ))
+            }
+            0 => {
+                let message = format!(
+                    "whether run {} was submitted is unknown: the create got no clear answer and no matching job was found. \
+                     Check BlueKing, then annotate {ADOPT_ANNOTATION}=<job id> to follow the job, or \
+                     {CONFIRM_NOT_SUBMITTED_ANNOTATION}={} to submit again",
+                    run.key, run.key
+                );
+                self.unknown(&status, run, reason::UNKNOWN_SUBMISSION, message)
+                    .await
+            }
+            n => {
+                let ids: Vec<String> = candidates.iter().map(|c| c.job.id()).collect();
+                let message = format!(
+                    "{n} jobs could be run {}'s ({}); annotate {ADOPT_ANNOTATION}=<job id> to follow one, or {CONFIRM_NOT_SUBMITTED_ANNOTATION}={} if none is",
+                    run.key,
+                    ids.join(", "),
+                    run.key
+                );
+                self.unknown(&status, run, reason::AMBIGUOUS_SUBMISSION, message)
+                    .await
+            }
+        }
+    }
+
+    async fn unknown(
+        &self,
+        status: &JobStatus,
+        mut run: RunStatus,
+        why: &'static str,
+        message: String,
+    ) -> Result<Action, Error> {
+        run.phase = Phase::Unknown;
+        run.reason = Some(why.to_owned());
+        let new = render(
+            status,
+            self.generation,
+            Phase::Unknown,
+            why,
+            message,
+            Some(run),
+            Utc::now(),
+        );
+        self.write(status, new, None).await?;
+        Ok(Action::await_change())
+    }
+
+    async fn poll(&self, status: JobStatus) -> Result<Action, Error> {
+        let Some(run) = status.run.clone() else {
+            return Ok(Action::await_change());
+        };
+        if let Some(last) = self.ctx.timings.lock().await.last_poll.get(&self.uid) {
+            let due = poll_interval(self.ctx, &run);
+            if last.elapsed() < due.mul_f64(0.5) {
+                return Ok(Action::requeue(due - last.elapsed().min(due)));
+            }
+        }
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        let Some(job) = run
+            .job_id
+            .as_deref()
+            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
+        else {
+            return Ok(Action::await_change());
+        };
+        self.ctx
+            .timings
+            .lock()
+            .await
+            .last_poll
+            .insert(self.uid.clone(), Instant::now());
+        let started = Instant::now();
+        let result = match &job {
+            JobRef::Bkflow { space_id, task_id } => {
+                self.ctx
+                    .bkflow_batch
+                    .progress(&conn, *space_id, *task_id)
+                    .await
+            }
+            _ => conn.client.progress(&job).await.map_err(Arc::new),
+        };
+        self.record_call(K::SYSTEM.as_str(), "poll", started, &result);
+        let progress = match result {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => {
+                let mut run = run;
+                run.phase = Phase::Failed;
+                run.reason = Some(reason::JOB_FAILED.to_owned());
+                run.completion_time = Some(Utc::now());
+                let mut new = render(
+                    &status,
+                    self.generation,
+                    Phase::Failed,
+                    reason::JOB_FAILED,
+                    format!("{job} no longer exists in BlueKing: {e}"),
+                    Some(run.clone()),
+                    Utc::now(),
+                );
+                push_history(&mut new.history, &run);
+                self.write(&status, new, None).await?;
+                return Ok(Action::await_change());
+            }
+            Err(e) => {
+                warn!(ns = %self.ns, name = %self.name, error = %e, "poll failed; will poll again");
+                let wait = e
+                    .retry_after()
+                    .unwrap_or_else(|| poll_interval(self.ctx, &run));
+                return Ok(Action::requeue(wait));
+            }
+        };
+        if progress.phase == JobPhase::NotStarted && self.obj.two_phase() {
+            let mut run = run;
+            run.started = false;
+            let new = render(
+                &status,
+                self.generation,
+                Phase::Running,
+                reason::RUNNING,
+                status.message.clone().unwrap_or_default(),
+                Some(run.clone()),
+                Utc::now(),
+            );
+            return self.start_job(new, run, job).await;
+        }
+        let now = Utc::now();
+        let (new_run, message) = apply_progress(&run, &progress, now);
+        let phase = new_run.phase;
+        let why = new_run.reason.clone().unwrap_or_default();
+        let mut new = render(
+            &status,
+            self.generation,
+            phase,
+            &why,
+            message,
+            Some(new_run.clone()),
+            now,
+        );
+        if phase.is_final() {
+            push_history(&mut new.history, &new_run);
+            self.write(&status, new, None).await?;
+            self.ctx.timings.lock().await.forget(&self.uid);
+            return Ok(Action::await_change());
+        }
+        let throttled = progress_only(&status, &new)
+            && self
+                .ctx
+                .timings
+                .lock()
+                .await
+                .last_progress_write
+                .get(&self.uid)
+                .is_some_and(|t| t.elapsed() < PROGRESS_WRITE_INTERVAL);
+        if !throttled {
+            self.write(&status, new, None).await?;
+        }
+        Ok(Action::requeue(poll_interval(self.ctx, &new_run)))
+    }
+
+    async fn cancel(&self, status: JobStatus, deadline: bool) -> Result<Action, Error> {
+        let Some(mut run) = status.run.clone() else {
+            return Ok(Action::await_change());
+        };
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(&status, e).await,
+        };
+        let Some(job) = run
+            .job_id
+            .as_deref()
+            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
+        else {
+            return Ok(Action::await_change());
+        };
+        let started = Instant::now();
+        let result = conn.client.cancel(&job).await;
+        self.record_call(K::SYSTEM.as_str(), "cancel", started, &result.as_ref());
+        let now = Utc::now();
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) if e.class() == ErrorClass::Transient => {
+                warn!(ns = %self.ns, name = %self.name, error = %e, "cancel failed; will retry");
+                return Ok(Action::requeue(Duration::from_secs(3)));
+            }
+            Err(e) => {
+                self.event(
+                    EventType::Warning,
+                    "CancelFailed",
+                    &format!("BlueKing refused to cancel {job}: {e}"),
+                )
+                .await;
+                CancelOutcome::NotSupported
+            }
+        };
+        run.cancel_requested_at = Some(now);
+        let cancellable = outcome != CancelOutcome::NotSupported;
+        if !cancellable {
+            let note = format!(
+                "{} cannot cancel {job}; it may still be running",
+                K::SYSTEM.as_str()
+            );
+            self.event(EventType::Warning, "CancelNotSupported", &note)
+                .await;
+        } else {
+            self.event(
+                EventType::Normal,
+                "CancelRequested",
+                &format!("cancel requested for {job}"),
+            )
+            .await;
+        }
+        if deadline {
+            run.phase = Phase::Failed;
+            run.reason = Some(reason::DEADLINE_EXCEEDED.to_owned());
+            run.completion_time = Some(now);
+            let secs = self
+                .obj
+                .common()
+                .active_deadline_seconds
+                .unwrap_or_default();
+            let tail = if cancellable {
+                "cancelled it"
+            } else {
+                "the system has no cancel call, so it may still be running"
+            };
+            let message = format!("activeDeadlineSeconds ({secs}s) passed; {job}: {tail}");
+            let mut new = render(
+                &status,
+                self.generation,
+                Phase::Failed,
+                reason::DEADLINE_EXCEEDED,
+                message,
+                Some(run.clone()),
+                now,
+            );
+            push_history(&mut new.history, &run);
+            self.write(&status, new, None).await?;
+            return Ok(Action::await_change());
+        }
+        let message = if cancellable {
+            format!("cancel requested for {job}")
+        } else {
+            format!(
+                "{} has no cancel call; following {job} to its end",
+                K::SYSTEM.as_str()
+            )
+        };
+        let phase = status.phase.unwrap_or(Phase::Running);
+        let why = run
+            .reason
+            .clone()
+            .unwrap_or_else(|| reason::RUNNING.to_owned());
+        let new = render(
+            &status,
+            self.generation,
+            phase,
+            &why,
+            message,
+            Some(run.clone()),
+            now,
+        );
+        self.write(&status, new, None).await?;
+        Ok(Action::requeue(Duration::from_millis(500)))
+    }
+
+    async fn cancel_for_deletion(&self, status: JobStatus) -> Result<Action, Error> {
+        let Some(mut run) = status.run.clone() else {
+            return self.set_finalizer(false).await;
+        };
+        let deleted_for = self
+            .obj
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| Utc::now().timestamp() - t.0.as_second())
+            .unwrap_or(0);
+        let give_up = deleted_for > DELETE_CANCEL_BUDGET.num_seconds();
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.event(EventType::Warning, "CleanupIncomplete", &format!("deleted with deletionPolicy Cancel, but the connection is unusable ({e}); the job was not cancelled")).await;
+                return self.set_finalizer(false).await;
+            }
+        };
+        let Some(job) = run
+            .job_id
+            .as_deref()
+            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
+        else {
+            return self.set_finalizer(false).await;
+        };
+        let started = Instant::now();
+        let result = conn.client.cancel(&job).await;
+        self.record_call(K::SYSTEM.as_str(), "cancel", started, &result.as_ref());
+        match result {
+            Ok(CancelOutcome::NotSupported) => {
+                self.event(EventType::Warning, "CancelNotSupported", &format!("deleted with deletionPolicy Cancel, but {} cannot cancel {job}; it may still be running", K::SYSTEM.as_str())).await;
+            }
+            Ok(_) => {
+                self.event(
+                    EventType::Normal,
+                    "CancelledOnDelete",
+                    &format!("cancel requested for {job} before deletion"),
+                )
+                .await
+            }
+            Err(e) if e.class() == ErrorClass::Transient && !give_up => {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            Err(e) => {
+                self.event(
+                    EventType::Warning,
+                    "CleanupIncomplete",
+                    &format!("cancelling {job} failed ({e}); letting the object go"),
+                )
+                .await;
+            }
+        }
+        run.cancel_requested_at = Some(Utc::now());
+        let mut new = status.clone();
+        new.run = Some(run);
+        let _ = self.write(&status, new, None).await;
+        self.set_finalizer(false).await
+    }
+}
+
+/// Shared handle used by the per-kind controllers.
+pub type Ctx = Arc<Context>;
