@@ -196,6 +196,62 @@ fn missing_binaries_without_provisioning_say_how_to_fix_it() {
     assert!(text.contains("KUBEBUILDER_ASSETS is set to"), "{text}");
 }
 
+/// The environment path end to end: `BKOPS_NO_PROVISION=1` and an empty cache make
+/// `ControlPlane::start` fail at once, naming the fix. Runs in a child process (this test binary
+/// again, filtered to [`start_in_child`]) because the environment cannot safely change in a
+/// multi-threaded test process.
+#[test]
+fn start_without_binaries_and_provisioning_fails_clearly() {
+    let empty_cache = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "start_in_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BKOPS_TEST_CHILD", "1")
+        .env("BKOPS_NO_PROVISION", "1")
+        .env("BKOPS_CACHE_DIR", empty_cache.path())
+        .env_remove("KUBEBUILDER_ASSETS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let error = stdout
+        .lines()
+        .find_map(|line| line.split_once("START ERROR: ").map(|(_, error)| error))
+        .unwrap_or_else(|| panic!("the child printed no error:\n{stdout}"));
+    assert!(error.contains("KUBEBUILDER_ASSETS is not set"), "{error}");
+    assert!(error.contains("BKOPS_NO_PROVISION"), "{error}");
+    assert!(error.contains("provision-control-plane.sh"), "{error}");
+    // Provisioning really was off: nothing was written to the cache.
+    assert!(
+        std::fs::read_dir(empty_cache.path())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+/// Half of [`start_without_binaries_and_provisioning_fails_clearly`]; does nothing on its own.
+#[tokio::test]
+async fn start_in_child() {
+    if std::env::var_os("BKOPS_TEST_CHILD").is_none() {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    match ControlPlane::start(ControlPlaneOptions::default()).await {
+        Ok(_) => println!("START OK"),
+        Err(err) => println!("START ERROR: {}", err.to_string().replace('\n', " ")),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
 /// A second, private control plane: stopping it ends both servers and removes its folder.
 #[tokio::test]
 async fn stop_ends_the_processes_and_removes_the_folder() {

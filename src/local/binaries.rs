@@ -245,6 +245,8 @@ fn run_script(cache: &Path) -> Result<(), LocalError> {
         .arg(PROVISION_SCRIPT)
         .arg("provision-control-plane.sh")
         .arg(cache)
+        // We hold the script's lock already; it would wait for us forever.
+        .env("BKOPS_PROVISION_LOCK_HELD", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::piped())

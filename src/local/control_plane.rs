@@ -200,7 +200,7 @@ impl ControlPlane {
     /// Polls `/readyz` until it answers `ok`; fails early when a server exits.
     async fn wait_ready(&mut self, timeout: Duration) -> Result<kube::Config, LocalError> {
         let deadline = Instant::now() + timeout;
-        let mut probe: Option<(kube::Config, kube::Client)> = None;
+        let mut probe: Option<kube::Client> = None;
         let mut last_problem = String::from("no answer yet");
         loop {
             let exited = [&mut self.etcd, &mut self.apiserver]
@@ -219,31 +219,17 @@ impl ControlPlane {
             // The API server writes its self-signed certificate at startup; the client trusts it.
             if probe.is_none() && self.dir.join("certs/apiserver.crt").exists() {
                 match self.load_config().await {
-                    Ok(mut config) => {
-                        config.read_timeout = Some(Duration::from_secs(2));
-                        let client =
-                            kube::Client::try_from(config.clone()).map_err(LocalError::Client)?;
-                        probe = Some((config, client));
+                    Ok(config) => {
+                        probe = Some(kube::Client::try_from(config).map_err(LocalError::Client)?);
                     }
                     // Possibly read while half written; try again.
                     Err(err) => last_problem = err.to_string(),
                 }
             }
-            if let Some((_, client)) = &probe {
-                let request = http::Request::get("/readyz").body(Vec::new());
-                match request {
-                    Ok(request) => match tokio::time::timeout(
-                        Duration::from_secs(3),
-                        client.request_text(request),
-                    )
-                    .await
-                    {
-                        Ok(Ok(body)) if body.trim() == "ok" => break,
-                        Ok(Ok(body)) => last_problem = body,
-                        Ok(Err(err)) => last_problem = err.to_string(),
-                        Err(_) => last_problem = "/readyz timed out".into(),
-                    },
-                    Err(err) => last_problem = err.to_string(),
+            if let Some(client) = &probe {
+                match readyz(client).await {
+                    Ok(()) => break,
+                    Err(problem) => last_problem = problem,
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -409,6 +395,20 @@ impl Drop for ControlPlane {
         }
         // Nothing to report to in drop; the supervisor's own cleanup is the fallback.
         let _ = self.remove_dir();
+    }
+}
+
+/// `Ok` when `/readyz` answers `ok`; else what it said instead.
+async fn readyz(client: &kube::Client) -> Result<(), String> {
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|err| err.to_string())?;
+    // A starting server may accept the connection long before it answers.
+    match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
+        Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
+        Ok(Ok(body)) => Err(body),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("/readyz did not answer within 5 s".into()),
     }
 }
 

@@ -71,7 +71,8 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `program args` with stdout and stderr appended to `log`. When this process dies
+    /// Starts `program args` with stdout and stderr written to `log` (emptied first, so a startup
+    /// error quotes this run only). When this process dies
     /// without stopping it, the supervisor removes `cleanup_dir` once the server is gone. When told
     /// to stop, it first waits (up to the grace period) for the server `stop_after` names to end.
     pub(crate) fn spawn(
@@ -82,10 +83,7 @@ impl Supervised {
         cleanup_dir: Option<&Path>,
         stop_after: Option<&Path>,
     ) -> Result<Self, LocalError> {
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
+        let out = File::create(&log)
             .map_err(|e| LocalError::io(format!("opening {}", log.display()), e))?;
         let err = out
             .try_clone()
