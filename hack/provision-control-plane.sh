@@ -9,18 +9,37 @@
 # Usage: hack/provision-control-plane.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $BKOPS_CACHE_DIR or ~/.cache/bkops; binaries land in CACHE_DIR/k8s-1.20.2/bin.
 # Idempotent: exits at once when the binaries are already there. Needs root (apt-get).
+# Also installs openssl, which `bkops::local` needs at run time for the service-account key.
+#
+# Concurrent runs provision once: the script holds an exclusive flock on CACHE_DIR/provision.lock,
+# the same lock `bkops::local` takes before it runs this script (and then sets
+# BKOPS_PROVISION_LOCK_HELD=1 so the script does not wait for its own caller).
 set -euo pipefail
 
 cache="${1:-${BKOPS_CACHE_DIR:-$HOME/.cache/bkops}}"
 dest="$cache/k8s-1.20.2"
 bin="$dest/bin"
-if [[ -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/kubectl" ]]; then
+provisioned() { [[ -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/kubectl" ]]; }
+if provisioned; then
   echo "control plane already provisioned in $bin"
   exit 0
 fi
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 die() { printf '[provision] error: %s\n' "$*" >&2; exit 1; }
+
+if [[ "${BKOPS_PROVISION_LOCK_HELD:-}" != 1 ]] && command -v flock >/dev/null; then
+  mkdir -p "$cache"
+  exec 9>>"$cache/provision.lock"
+  if ! flock -n 9; then
+    log "another process is provisioning into $cache; waiting"
+    flock 9
+  fi
+  if provisioned; then
+    echo "control plane provisioned in $bin (by another process)"
+    exit 0
+  fi
+fi
 
 command -v apt-get >/dev/null || die "apt-get not found: provision needs Debian bookworm, or set KUBEBUILDER_ASSETS to a folder with kube-apiserver and etcd"
 [[ $(id -u) == 0 ]] || die "must run as root to apt-get install; or set KUBEBUILDER_ASSETS to a folder with kube-apiserver and etcd"
@@ -39,9 +58,9 @@ SRC
 fi
 log "apt-get update"
 apt-get update -qq
-log "installing etcd-server golang-go rsync dpkg-dev reflect2 sources"
+log "installing etcd-server golang-go rsync dpkg-dev make openssl and reflect2 sources"
 apt-get install -y -qq --no-install-recommends etcd-server golang-go rsync dpkg-dev \
-  golang-github-modern-go-reflect2-dev make >/dev/null
+  golang-github-modern-go-reflect2-dev make openssl >/dev/null
 
 work="$dest/build"
 mkdir -p "$work"
@@ -72,8 +91,9 @@ fi
 
 log "building kube-apiserver and kubectl (several minutes on 2 cores)"
 cd "$gopath/src/k8s.io/kubernetes"
-export GOPATH="$gopath" GO111MODULE=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE="$work/.gocache"
-# The 1.20 Makefile checks the Go version loosely; KUBE_BUILD_PLATFORMS keeps it to the host.
+# GOPATH mode (GO111MODULE=off) builds from the vendored tree; a -mod flag inherited through
+# GOFLAGS has no place there, so clear it.
+export GOPATH="$gopath" GO111MODULE=off CGO_ENABLED=0 GOCACHE="$work/.gocache"
 unset GOFLAGS
 make WHAT="cmd/kube-apiserver cmd/kubectl" KUBE_VERBOSE=0 >"$work/build.log" 2>&1 \
   || { tail -n 40 "$work/build.log" >&2; die "kube-apiserver build failed (log: $work/build.log)"; }

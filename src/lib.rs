@@ -1,12 +1,15 @@
 //! bkops: a Kubernetes operator that makes BlueKing operations declarative.
 //!
 //! Layers point one way: [`api`] (CRD types) knows nothing of HTTP, [`bk`] (the BlueKing client)
-//! knows nothing of Kubernetes, and the run lifecycle sits between them.
+//! knows nothing of Kubernetes, and the run lifecycle ([`run`]) sits between them; [`controller`]
+//! wires it to Kubernetes. [`sim`] is the BlueKing simulator and [`local`] the local control
+//! plane used by the tests and the demo.
 
 pub mod api;
 pub mod bk;
 pub mod cli;
 pub mod controller;
 pub mod crdgen;
+pub mod local;
 pub mod run;
 pub mod sim;
