@@ -219,10 +219,8 @@ pub struct Condition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     /// A CamelCase reason, stable enough for alerts.
-    #[serde(default)]
     pub reason: String,
     /// Human-readable detail.
-    #[serde(default)]
     pub message: String,
     /// When `status` last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,7 +253,6 @@ pub struct FailedTarget {
     /// The target: an IP, a process, or a flow node.
     pub target: String,
     /// Why it failed, as BlueKing says.
-    #[serde(default)]
     pub reason: String,
 }
 
@@ -273,7 +270,6 @@ pub struct RunStatus {
     /// Hash of the job-defining spec this run submitted (the spec without `suspend`, `cancel`,
     /// `activeDeadlineSeconds`, `retry` and `deletionPolicy`, which steer runs but do not define
     /// the job). A different hash makes a new run due.
-    #[serde(default)]
     pub spec_hash: String,
     /// The `rerunToken` this run answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -74,6 +74,13 @@ pub struct BkConnectionSpec {
     #[schemars(range(min = 1))]
     pub bkflow_space_id: Option<i64>,
 
+    /// UTC offset of the naive timestamps NodeMan and JOB v2 return (their SaaS `TIME_ZONE`),
+    /// e.g. `+08:00` (the default, upstream's Asia/Shanghai). Used to search for a lost create
+    /// in the right time window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[+-][0-9]{2}:[0-9]{2}$"))]
+    pub time_zone_offset: Option<String>,
+
     /// Timeout of one HTTP call, in seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600))]
@@ -232,6 +239,14 @@ impl BkConnectionSpec {
                 "must not be empty",
             );
         }
+        if let Some(tz) = &self.time_zone_offset
+            && parse_offset(tz).is_none()
+        {
+            errors.push(
+                spec.child("timeZoneOffset"),
+                format!("must look like +08:00, got {tz:?}"),
+            );
+        }
         if let Some(t) = self.timeout_seconds {
             check_range(&mut errors, spec.child("timeoutSeconds"), t.into(), 1, 600);
         }
@@ -263,4 +278,16 @@ fn check_url(errors: &mut FieldErrors, path: FieldPath, value: &str) {
         Ok(u) => errors.push(path, format!("must be http or https, got {}", u.scheme())),
         Err(e) => errors.push(path, format!("is not a URL: {e}")),
     }
+}
+
+/// `+08:00` → seconds east of UTC.
+pub fn parse_offset(text: &str) -> Option<i32> {
+    let sign = match text.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = text.get(1..)?.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..=14).contains(&h) && (0..60).contains(&m)).then_some(sign * (h * 3600 + m * 60))
 }

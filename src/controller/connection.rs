@@ -334,6 +334,13 @@ fn build(
             config.max_in_flight = m as usize;
         }
     }
+    if let Some(offset) = spec
+        .time_zone_offset
+        .as_deref()
+        .and_then(crate::api::connection::parse_offset)
+    {
+        config.naive_time_offset_secs = offset;
+    }
     config.ca_bundle_pem = spec.ca_bundle.as_ref().map(|p| p.as_bytes().to_vec());
     let client = BkClient::new(config).map_err(|e| invalid(e.to_string()))?;
     Ok(Resolved {

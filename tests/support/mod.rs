@@ -27,6 +27,8 @@
 // Each test binary compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod env;
+
 use std::time::Duration;
 
 use bkops::local::{ControlPlane, ControlPlaneOptions};

@@ -1,0 +1,324 @@
+//! An operator test environment: a namespace, the BlueKing simulator on a free port, connections
+//! to it, and the operator running in-process (or as a real `bkops run` process).
+
+use std::time::Duration;
+
+use bkops::api::Phase;
+use bkops::controller::OperatorConfig;
+use bkops::crdgen::CrdKind;
+use bkops::run::JobKind;
+use bkops::sim::{SimConfig, SimControl, SimHandle, System};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::TestNamespace;
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Installs the generated CRDs once per test binary and waits until they are Established.
+pub async fn install_crds() {
+    CRDS.get_or_init(|| async {
+        let client = super::client().await;
+        let api: Api<CustomResourceDefinition> = Api::all(client);
+        for kind in CrdKind::ALL {
+            let crd = kind.crd();
+            let name = crd.metadata.name.clone().unwrap();
+            match api.create(&PostParams::default(), &crd).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => panic!("installing CRD {name}: {e}"),
+            }
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(api.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not Established in 30 s"))
+            .unwrap();
+        }
+        // Discovery of new CRDs lags their Established condition a little on 1.20.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+}
+
+/// The resource of a manifest's kind.
+pub fn api_resource(kind: &str) -> ApiResource {
+    use bkops::api::*;
+    use k8s_openapi::api::core::v1::Secret;
+    match kind {
+        "ProcessJob" => ApiResource::erase::<ProcessJob>(&()),
+        "Taskflow" => ApiResource::erase::<Taskflow>(&()),
+        "AgentJob" => ApiResource::erase::<AgentJob>(&()),
+        "ExecuteJob" => ApiResource::erase::<ExecuteJob>(&()),
+        "BkConnection" => ApiResource::erase::<BkConnection>(&()),
+        "Secret" => ApiResource::erase::<Secret>(&()),
+        other => panic!("no API resource for kind {other}"),
+    }
+}
+
+/// Splits a multi-document YAML string into objects.
+pub fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).expect("YAML maps to JSON"))
+        .collect()
+}
+
+/// Server-side applies every object of `yaml` in namespace `ns`.
+pub async fn apply(
+    client: &kube::Client,
+    ns: &str,
+    yaml: &str,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut out = Vec::new();
+    for mut doc in documents(yaml) {
+        doc["metadata"]["namespace"] = serde_json::Value::String(ns.to_owned());
+        let kind = doc["kind"].as_str().expect("kind").to_owned();
+        let name = doc["metadata"]["name"].as_str().expect("name").to_owned();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &api_resource(&kind));
+        out.push(
+            api.patch(
+                &name,
+                &PatchParams::apply("bkops-test").force(),
+                &Patch::Apply(&doc),
+            )
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// How to set up an [`Env`].
+#[derive(Clone, Debug)]
+pub struct EnvOptions {
+    /// How long simulated jobs run.
+    pub job_ms: u64,
+    /// Start the operator in-process right away.
+    pub operator: bool,
+    /// The operator's resolve grace.
+    pub resolve_grace: Duration,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            job_ms: 1200,
+            operator: true,
+            resolve_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One operator test's world.
+pub struct Env {
+    /// The namespace.
+    pub ns: TestNamespace,
+    /// The simulator.
+    pub sim: SimHandle,
+    /// Its control API.
+    pub control: SimControl,
+    options: EnvOptions,
+    operator: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+}
+
+/// The machine's UTC offset as `+HH:MM` (the simulator writes naive times in local time).
+pub fn local_offset() -> String {
+    let secs = chrono::Local::now().offset().local_minus_utc();
+    let sign = if secs < 0 { '-' } else { '+' };
+    let secs = secs.abs();
+    format!("{sign}{:02}:{:02}", secs / 3600, (secs % 3600) / 60)
+}
+
+/// The Secret and the two connections (`blueking`: gateway for all; `blueking-esb`: ESB for
+/// GSEKit, NodeMan and JOB) pointing at a simulator at `base` (ending in `/`).
+pub fn connections_yaml(base: &str) -> String {
+    let tz = local_offset();
+    format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: blueking-credentials}}
+stringData: {{bk_app_code: bkops, bk_app_secret: bkops-secret, bk_username: admin}}
+---
+apiVersion: bkops.io/v1alpha1
+kind: BkConnection
+metadata: {{name: blueking}}
+spec:
+  gateway: {{urlTemplate: "{base}api/{{api_name}}/", stage: prod}}
+  credentialsSecretRef: {{name: blueking-credentials}}
+  bkflowSpaceId: 1
+  timeZoneOffset: "{tz}"
+  rateLimit: {{qps: 200, burst: 200, maxInFlight: 32}}
+---
+apiVersion: bkops.io/v1alpha1
+kind: BkConnection
+metadata: {{name: blueking-esb}}
+spec:
+  esbUrl: "{base}"
+  gsekit: {{mode: esb}}
+  nodeman: {{mode: esb}}
+  job: {{mode: esb}}
+  bkflow: {{url: "{base}api/bk-flow/prod/"}}
+  credentialsSecretRef: {{name: blueking-credentials}}
+  bkflowSpaceId: 1
+  timeZoneOffset: "{tz}"
+  rateLimit: {{qps: 200, burst: 200, maxInFlight: 32}}
+"#
+    )
+}
+
+impl Env {
+    /// Namespace, simulator, connections and operator, with defaults.
+    pub async fn start(prefix: &str) -> Env {
+        Env::with(prefix, EnvOptions::default()).await
+    }
+
+    /// With options.
+    pub async fn with(prefix: &str, options: EnvOptions) -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crds().await;
+        let ns = TestNamespace::create(prefix).await;
+        let config = SimConfig {
+            job_duration: Duration::from_millis(options.job_ms),
+            ..SimConfig::default()
+        };
+        let sim = bkops::sim::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("simulator starts");
+        let control = sim.control();
+        apply(
+            &ns.client(),
+            ns.name(),
+            &connections_yaml(sim.base_url().as_str()),
+        )
+        .await
+        .expect("connections apply");
+        let mut env = Env {
+            ns,
+            sim,
+            control,
+            options: options.clone(),
+            operator: None,
+        };
+        if options.operator {
+            env.start_operator().await;
+        }
+        env
+    }
+
+    /// The operator's configuration for this namespace (fast polls, short grace).
+    pub fn operator_config(&self) -> OperatorConfig {
+        OperatorConfig {
+            namespaces: vec![self.ns.name().to_owned()],
+            default_connection: Some("blueking".to_owned()),
+            concurrency: 8,
+            resolve_grace: self.options.resolve_grace,
+            poll_initial: Duration::from_millis(300),
+            poll_max: Duration::from_secs(1),
+            leader_election: None,
+            metrics_addr: None,
+            identity: bkops::controller::default_identity(),
+        }
+    }
+
+    /// Starts the in-process operator.
+    pub async fn start_operator(&mut self) {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(bkops::controller::run(
+            self.ns.client(),
+            self.operator_config(),
+            token.clone(),
+        ));
+        self.operator = Some((token, task));
+    }
+
+    /// Stops the in-process operator and waits for it.
+    pub async fn stop_operator(&mut self) {
+        if let Some((token, task)) = self.operator.take() {
+            token.cancel();
+            let r = tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("operator stops")
+                .expect("operator task");
+            r.expect("operator ran without error");
+        }
+    }
+
+    /// Applies manifests in the namespace.
+    pub async fn apply(&self, yaml: &str) -> Vec<DynamicObject> {
+        apply(&self.ns.client(), self.ns.name(), yaml)
+            .await
+            .expect("apply")
+    }
+
+    /// A typed API in the namespace.
+    pub fn api<K: JobKind>(&self) -> Api<K> {
+        Api::namespaced(self.ns.client(), self.ns.name())
+    }
+
+    /// Waits until `pred` holds for object `name` (or panics with its status after `timeout`).
+    pub async fn wait_for<K: JobKind>(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&K) -> bool,
+    ) -> K {
+        let api = self.api::<K>();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let obj = api.get(name).await.expect("get");
+            if pred(&obj) {
+                return obj;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{name}: condition not met in {timeout:?}; status: {}",
+                    serde_json::to_string_pretty(&obj.job_status()).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Waits for a phase.
+    pub async fn wait_phase<K: JobKind>(&self, name: &str, phase: Phase) -> K {
+        self.wait_for::<K>(name, Duration::from_secs(30), |o| {
+            o.job_status().and_then(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    /// Create calls the simulator received for `system`.
+    pub async fn creates(&self, system: System) -> u64 {
+        self.control
+            .calls()
+            .await
+            .expect("calls")
+            .get(system, "create")
+    }
+
+    /// Calls of one endpoint.
+    pub async fn calls(&self, system: System, endpoint: &str) -> u64 {
+        self.control
+            .calls()
+            .await
+            .expect("calls")
+            .get(system, endpoint)
+    }
+
+    /// Stops the operator and the simulator.
+    pub async fn stop(mut self) {
+        self.stop_operator().await;
+        self.sim.shutdown().await;
+    }
+}
