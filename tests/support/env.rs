@@ -26,7 +26,7 @@ pub async fn install_crds() {
         let api: Api<CustomResourceDefinition> = Api::all(client);
         for kind in CrdKind::ALL {
             let crd = kind.crd();
-            let name = crd.metadata.name.clone().unwrap();
+            let name = crd.metadata.name.clone().expect("test setup");
             match api.create(&PostParams::default(), &crd).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -38,7 +38,7 @@ pub async fn install_crds() {
             )
             .await
             .unwrap_or_else(|_| panic!("CRD {name} not Established in 30 s"))
-            .unwrap();
+            .expect("test setup");
         }
         // Discovery of new CRDs lags their Established condition a little on 1.20.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -192,7 +192,7 @@ impl Env {
             job_duration: Duration::from_millis(options.job_ms),
             ..SimConfig::default()
         };
-        let sim = bkops::sim::start(config, "127.0.0.1:0".parse().unwrap())
+        let sim = bkops::sim::start(config, "127.0.0.1:0".parse().expect("test setup"))
             .await
             .expect("simulator starts");
         let control = sim.control();
@@ -283,7 +283,7 @@ impl Env {
             if tokio::time::Instant::now() > deadline {
                 panic!(
                     "{name}: condition not met in {timeout:?}; status: {}",
-                    serde_json::to_string_pretty(&obj.job_status()).unwrap()
+                    serde_json::to_string_pretty(&obj.job_status()).expect("test setup")
                 );
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
