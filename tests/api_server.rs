@@ -14,8 +14,8 @@ use support::env::{api_resource, apply, documents, install_crds};
 fn examples() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("examples/ readable")
+        .map(|e| e.expect("examples/ readable").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
@@ -23,8 +23,11 @@ fn examples() -> Vec<(String, String)> {
         .into_iter()
         .map(|p| {
             (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
+                p.file_name()
+                    .expect("examples/ readable")
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read_to_string(&p).expect("examples/ readable"),
             )
         })
         .collect()
