@@ -275,3 +275,45 @@ fn alive(pid: u32) -> bool {
     // A reaped process has no /proc entry; a zombie would, but the supervisor reaps its server.
     Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// `bkops demo --keep`: a control plane in a given folder, detached, outlives its handle and is
+/// reachable through the kubeconfig it leaves behind.
+#[tokio::test]
+async fn detached_control_plane_keeps_running_in_its_folder() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("cp");
+    let options = ControlPlaneOptions {
+        dir: Some(dir.clone()),
+        ..ControlPlaneOptions::default()
+    };
+    let cp = ControlPlane::start(options).await.unwrap();
+    let pids = cp.process_ids();
+    let kubeconfig = cp.kubeconfig_path().to_path_buf();
+    assert_eq!(cp.detach(), dir);
+
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    client.apiserver_version().await.unwrap();
+    assert!(pids.iter().all(|pid| alive(*pid)));
+
+    for pid in &pids {
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pids.iter().any(|pid| alive(*pid)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        pids.iter().all(|pid| !alive(*pid)),
+        "{pids:?} still running"
+    );
+    assert!(dir.join("etcd").is_dir(), "the folder is kept");
+}
