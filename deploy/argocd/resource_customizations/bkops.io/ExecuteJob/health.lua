@@ -57,7 +57,12 @@ if stalled ~= nil and stalled.status == "True" then
   hs.message = say(status, stalled.message or stalled.reason or "Stalled")
   return hs
 end
-if phase == "Failed" or phase == "Cancelled" or phase == "Unknown" then
+if phase == "Unknown" then
+  hs.status = "Degraded"
+  hs.message = say(status, "Whether the job was submitted is unknown: a person must resolve it")
+  return hs
+end
+if phase == "Failed" or phase == "Cancelled" then
   hs.status = "Degraded"
   hs.message = say(status, "Job " .. phase)
   return hs
