@@ -96,8 +96,7 @@ pub fn extract_rules_block(template: &str) -> Result<String, String> {
             // A directive at column 0 followed by more of the list is logic inside the rules.
             let continues = lines[i..]
                 .iter()
-                .skip_while(|l| l.trim_start().starts_with("{{"))
-                .next()
+                .find(|l| !l.trim_start().starts_with("{{"))
                 .is_some_and(|l| l.starts_with(' ') || l.starts_with("- "));
             if line.trim_start().starts_with("{{") && continues {
                 return Err(format!(
