@@ -1,0 +1,3 @@
+-- Hold back new runs; a run in flight is left alone.
+obj.spec.suspend = true
+return obj

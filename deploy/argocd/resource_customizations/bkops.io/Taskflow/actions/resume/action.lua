@@ -1,0 +1,3 @@
+-- Let new runs start again.
+obj.spec.suspend = false
+return obj
