@@ -579,6 +579,7 @@ pub(crate) fn views(w: &mut World, now: Instant) -> Vec<JobView> {
             started: t.run.clock.started.is_some(),
             mode: mode_str(t.run.mode),
             created_at: t.run.created_wall.to_rfc3339(),
+            finished_at: t.run.planned_end(),
             created: t.run.request.clone(),
         })
         .collect()

@@ -193,6 +193,10 @@ pub struct JobView {
     pub mode: String,
     /// Creation time, RFC 3339.
     pub created_at: String,
+    /// When the job's plan ends (RFC 3339), once it has started: the moment the status call
+    /// starts reporting the job finished. Benchmarks compare it with when the operator says so.
+    #[serde(default)]
+    pub finished_at: Option<String>,
     /// The create request body as received.
     pub created: Value,
 }

@@ -646,6 +646,7 @@ pub(crate) fn views(w: &mut World, _config: &SimConfig, now: Instant) -> Vec<Job
             started: j.run.clock.started.is_some(),
             mode: mode_str(j.run.mode),
             created_at: j.run.created_wall.to_rfc3339(),
+            finished_at: j.run.planned_end(),
             created: j.run.request.clone(),
         })
         .collect()

@@ -294,6 +294,12 @@ impl Run {
         }
     }
 
+    /// When the plan ends (RFC 3339, sub-second), once started; pauses and waits for a person
+    /// are ignored, so it is exact only for jobs that run straight through.
+    pub(crate) fn planned_end(&self) -> Option<String> {
+        self.wall_at(self.plan.end()).map(|t| t.to_rfc3339())
+    }
+
     /// Wall time at an effective offset from the start (pauses ignored; good enough for
     /// timestamps).
     pub(crate) fn wall_at(&self, offset: Duration) -> Option<DateTime<Local>> {

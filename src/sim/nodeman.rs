@@ -519,6 +519,7 @@ pub(crate) fn views(w: &mut World, now: Instant) -> Vec<JobView> {
             started: true,
             mode: mode_str(j.run.mode),
             created_at: j.run.created_wall.to_rfc3339(),
+            finished_at: j.run.planned_end(),
             created: j.run.request.clone(),
         })
         .collect()
