@@ -3,9 +3,10 @@
 //! Layers point one way: [`api`] (CRD types) knows nothing of HTTP, [`bk`] (the BlueKing client)
 //! knows nothing of Kubernetes, and the run lifecycle ([`run`]) sits between them; [`controller`]
 //! wires it to Kubernetes. [`sim`] is the BlueKing simulator and [`local`] the local control
-//! plane used by the tests and the demo.
+//! plane used by the tests and the demo; [`bench`] is the load benchmark.
 
 pub mod api;
+pub mod bench;
 pub mod bk;
 pub mod cli;
 pub mod controller;

@@ -21,6 +21,9 @@ enum Command {
     Run(bkops::cli::RunArgs),
     /// Serve the BlueKing simulator (GSEKit, BKFlow, NodeMan, JOB; gateway and ESB paths).
     Sim(bkops::sim::SimArgs),
+    /// Load benchmark: N job objects against a local kube-apiserver and the simulator, with
+    /// the operator as a separate process; prints the report (see BENCHMARKS.md).
+    Bench(bkops::bench::BenchArgs),
     /// Print the CustomResourceDefinitions as YAML (all kinds, or one with --kind), or write
     /// one file per kind with --out-dir.
     Crds {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Run(args) => bkops::cli::run(args).await,
                     Command::Sim(args) => bkops::sim::run(args).await,
+                    Command::Bench(args) => bkops::bench::run(args).await,
                     Command::Crds { .. } => Ok(()),
                 }
             }),

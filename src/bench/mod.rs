@@ -1,0 +1,779 @@
+//! `bkops bench`: the load benchmark (issue 6).
+//!
+//! One run per N: a real local `kube-apiserver` + etcd ([`crate::local`]), the BlueKing
+//! simulator ([`crate::sim`]) with jobs that finish after `--job-seconds`, and the operator as a
+//! separate `bkops run` process, so its peak RSS and CPU time can be read from `/proc`. N job
+//! objects (the four kinds in turn) are created at once in a fresh namespace; the bench watches
+//! them until every one reports a final phase, then reports latency, drain time, Kubernetes API
+//! requests per job (the API server's own `apiserver_request_total`, before and after), BlueKing
+//! calls per job (the simulator's counts) and the operator's resources, next to a ceiling
+//! measured on the same API server: a bare client making the same writes (create, then the
+//! intent, job-id and end status patches) for N objects.
+
+pub mod probe;
+pub mod status;
+pub mod workload;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::api::common::Phase;
+use crate::crdgen::CrdKind;
+use crate::local::{ControlPlane, ControlPlaneOptions};
+use crate::sim::{CallCounts, SimConfig, SimControl, System};
+use probe::{Sample, process_usage, quantile, samples};
+use workload::{KINDS, resource};
+
+/// `bkops bench` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Numbers of job objects, one benchmark run each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    pub n: Vec<usize>,
+    /// How long a simulated BlueKing job runs, in seconds.
+    #[arg(long, default_value_t = 25.0)]
+    pub job_seconds: f64,
+    /// The connection's BlueKing rate limit: calls per second (raised out of the way).
+    #[arg(long, default_value_t = 1000)]
+    pub qps: u32,
+    /// The connection's burst.
+    #[arg(long, default_value_t = 1000)]
+    pub burst: u32,
+    /// The connection's cap on calls in flight.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: u32,
+    /// The operator's reconciles at once, per kind.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    /// The operator's first poll interval, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_initial_seconds: f64,
+    /// The operator's longest poll interval, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub poll_max_seconds: f64,
+    /// Creates (and bare-client object pipelines) in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub parallelism: usize,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_seconds: u64,
+    /// Skip the bare-client ceiling.
+    #[arg(long)]
+    pub skip_ceiling: bool,
+    /// Also write the report (Markdown) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The operator's log level (its stderr goes to `operator-<N>.log` in the bench folder).
+    #[arg(long, default_value = "warn")]
+    pub operator_log_level: String,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// Job objects.
+    pub n: usize,
+    /// Objects that reached a final phase.
+    pub finished: usize,
+    /// ... of which Succeeded.
+    pub succeeded: usize,
+    /// Seconds from the create call to BlueKing's create, p50 and p99.
+    pub submit_p50: f64,
+    /// p99 of the above.
+    pub submit_p99: f64,
+    /// Seconds from the simulated job's end to the bench seeing the final phase, p50.
+    pub finish_p50: f64,
+    /// p99 of the above.
+    pub finish_p99: f64,
+    /// Seconds from the first create to the last final phase seen.
+    pub drain: f64,
+    /// Seconds the creates took.
+    pub create_secs: f64,
+    /// Operator throughput: jobs per second, net of the simulated job time.
+    pub throughput: f64,
+    /// Bare-client ceiling: jobs per second (create + the three status patches).
+    pub ceiling: Option<f64>,
+    /// Kubernetes API requests by the operator, per job, by `VERB resource[/subresource]`.
+    pub kube_per_job: BTreeMap<String, f64>,
+    /// Status patches per job (all `PATCH .../status` on the job kinds).
+    pub status_writes_per_job: f64,
+    /// Status writes per job by the operator's reason (intent, change, progress).
+    pub status_writes_by_reason: BTreeMap<String, f64>,
+    /// BlueKing calls per job of that system, by `system endpoint`.
+    pub bk_per_job: BTreeMap<String, f64>,
+    /// BlueKing creates per run.
+    pub creates_per_run: f64,
+    /// Highest BlueKing calls in any 1-second window (one connection).
+    pub peak_calls_per_sec: f64,
+    /// Mean BlueKing calls per second from first to last call.
+    pub mean_calls_per_sec: f64,
+    /// BKFlow per-task polls answered per `get_tasks_states` call.
+    pub bkflow_tasks_per_batch: f64,
+    /// BKFlow batch calls per second while tasks ran.
+    pub bkflow_batch_calls_per_sec: f64,
+    /// Peak RSS of the operator, MiB.
+    pub rss_mib: f64,
+    /// CPU seconds of the operator.
+    pub cpu_secs: f64,
+    /// CPU seconds of kube-apiserver + etcd during the run.
+    pub control_plane_cpu_secs: f64,
+    /// CPU seconds of the bench process (simulator, creates, watches) during the run.
+    pub bench_cpu_secs: f64,
+}
+
+/// CPU seconds used so far by `pids`.
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| process_usage(*p))
+        .map(|(_, cpu)| cpu)
+        .sum()
+}
+
+/// `bkops bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.n.is_empty() || args.n.contains(&0) {
+        anyhow::bail!("--n needs one or more positive counts");
+    }
+    eprintln!("starting the control plane ...");
+    let cp = ControlPlane::start(ControlPlaneOptions::default()).await?;
+    let admin = cp.client()?;
+    install_crds(&admin).await?;
+    let sim = crate::sim::start(
+        SimConfig {
+            job_duration: Duration::from_secs_f64(args.job_seconds),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let control = sim.control();
+    let mut reports = Vec::new();
+    for &n in &args.n {
+        eprintln!("N = {n}: ...");
+        let report = run_one(&args, &cp, &admin, sim.base_url().as_str(), &control, n).await?;
+        eprintln!("{}", one_line(&report));
+        reports.push(report);
+        // Simulated jobs of this run would otherwise be listed (and answered) in the next.
+        control.reset().await?;
+    }
+    let text = render_report(&args, &reports);
+    println!("{text}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    sim.shutdown().await;
+    cp.stop().await?;
+    Ok(())
+}
+
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for kind in CrdKind::ALL {
+        let crd = kind.crd();
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).with_context(|| format!("installing CRD {name}")),
+        }
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not Established"))??;
+    }
+    // Discovery of new CRDs lags their Established condition a little on 1.20.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+async fn apply(client: &Client, ns: &str, doc: &serde_json::Value) -> anyhow::Result<()> {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let ar = match kind {
+        "Secret" => kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+        "BkConnection" => kube::api::ApiResource::erase::<crate::api::BkConnection>(&()),
+        other => resource(other),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.patch(
+        name,
+        &PatchParams::apply("bkops-bench").force(),
+        &Patch::Apply(doc),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apiserver_requests(client: &Client) -> anyhow::Result<Vec<Sample>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(samples(&text, "apiserver_request_total"))
+}
+
+/// Requests by `VERB resource[/subresource]` between two scrapes.
+fn request_diff(before: &[Sample], after: &[Sample]) -> BTreeMap<String, f64> {
+    let key = |s: &Sample| {
+        let sub = s.label("subresource");
+        let res = if sub.is_empty() {
+            s.label("resource").to_owned()
+        } else {
+            format!("{}/{sub}", s.label("resource"))
+        };
+        // Kept as reported: 1.20 labels a GET of one custom resource LIST (see BENCHMARKS.md).
+        format!("{} {res}", s.label("verb"))
+    };
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for s in after {
+        *out.entry(key(s)).or_default() += s.value;
+    }
+    for s in before {
+        *out.entry(key(s)).or_default() -= s.value;
+    }
+    out.retain(|_, v| *v > 0.0);
+    out
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Operator {
+    child: tokio::process::Child,
+    pid: u32,
+    metrics: String,
+}
+
+impl Operator {
+    async fn spawn(args: &BenchArgs, cp: &ControlPlane, ns: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let log = std::fs::File::create(cp.dir().join(format!("operator-{ns}.log")))?;
+        let exe = std::env::current_exe()?;
+        let child = tokio::process::Command::new(exe)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig_path())
+            .args(["--namespaces", ns])
+            .args(["--default-connection", "blueking"])
+            .arg("--leader-elect=false")
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--concurrency", &args.concurrency.to_string()])
+            .args([
+                "--poll-initial-seconds",
+                &args.poll_initial_seconds.to_string(),
+            ])
+            .args(["--poll-max-seconds", &args.poll_max_seconds.to_string()])
+            .args(["--log-level", &args.operator_log_level])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting `bkops run`")?;
+        let pid = child.id().context("operator pid")?;
+        let op = Operator {
+            child,
+            pid,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+        };
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(&ready).send().await
+                && r.status().is_success()
+            {
+                return Ok(op);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the operator did not become ready in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(&self.metrics).await?.text().await?)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Per object: when the bench asked for it, and when it saw it final.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    created: Option<DateTime<Utc>>,
+    kind: &'static str,
+    job_id: Option<String>,
+    final_at: Option<DateTime<Utc>>,
+    phase: Option<Phase>,
+}
+
+async fn run_one(
+    args: &BenchArgs,
+    cp: &ControlPlane,
+    admin: &Client,
+    sim_base: &str,
+    control: &SimControl,
+    n: usize,
+) -> anyhow::Result<RunReport> {
+    let suffix = format!("{:04x}", rand::random::<u16>());
+    let (secret, conn) = workload::connection(sim_base, args.qps, args.burst, args.max_in_flight);
+
+    let ceiling = if args.skip_ceiling {
+        None
+    } else {
+        let bare_ns = format!("bench-{n}-bare-{suffix}");
+        namespace(admin, &bare_ns).await?;
+        let secs = bare_ceiling(admin, &bare_ns, n, args.parallelism).await?;
+        eprintln!(
+            "  bare client: {n} objects × (create + 3 status patches) in {secs:.1} s = {:.0} jobs/s",
+            n as f64 / secs
+        );
+        Some(n as f64 / secs)
+    };
+
+    let ns = format!("bench-{n}-{suffix}");
+    namespace(admin, &ns).await?;
+    apply(admin, &ns, &secret).await?;
+    apply(admin, &ns, &conn).await?;
+
+    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::new(Mutex::new(HashMap::new()));
+    {
+        let mut s = seen.lock().await;
+        for i in 0..n {
+            let (kind, name, _) = workload::job(i);
+            s.insert(
+                name,
+                Seen {
+                    kind,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    // Watch first, so no final phase is missed.
+    let done = Arc::new(tokio::sync::Notify::new());
+    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(n));
+    let mut watchers = Vec::new();
+    for kind in KINDS {
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &resource(kind));
+        let seen = seen.clone();
+        let done = done.clone();
+        let remaining = remaining.clone();
+        watchers.push(tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(stream);
+            while let Ok(Some(obj)) = stream.try_next().await {
+                let status = obj.data.get("status");
+                let phase = status
+                    .and_then(|s| s.get("phase"))
+                    .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
+                let Some(phase) = phase.filter(|p| p.is_final()) else {
+                    continue;
+                };
+                let now = Utc::now();
+                let mut s = seen.lock().await;
+                if let Some(entry) = s.get_mut(&obj.name_any())
+                    && entry.final_at.is_none()
+                {
+                    entry.final_at = Some(now);
+                    entry.phase = Some(phase);
+                    entry.job_id = status
+                        .and_then(|s| s.get("run"))
+                        .and_then(|r| r.get("jobId"))
+                        .and_then(|j| j.as_str())
+                        .map(str::to_owned);
+                    if remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        done.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+
+    let cp_pids = cp.process_ids();
+    let cp_cpu_before = cpu_of(&cp_pids);
+    let bench_cpu_before = cpu_of(&[std::process::id()]);
+    let operator = Operator::spawn(args, cp, &ns).await?;
+    let kube_before = apiserver_requests(admin).await?;
+    let bk_before = control.calls().await?;
+
+    // BlueKing calls per second, sampled.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let control = control.clone();
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut series: Vec<(Instant, CallCounts)> = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                tick.tick().await;
+                if let Ok(c) = control.calls().await {
+                    series.push((Instant::now(), c));
+                }
+            }
+            series
+        })
+    };
+
+    let started = Utc::now();
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let admin = admin.clone();
+            let ns = ns.clone();
+            let seen = seen.clone();
+            async move {
+                let (kind, name, manifest) = workload::job(i);
+                let api: Api<DynamicObject> = Api::namespaced_with(admin, &ns, &resource(kind));
+                let obj: DynamicObject = serde_json::from_value(manifest)?;
+                let at = Utc::now();
+                api.create(&PostParams::default(), &obj).await?;
+                if let Some(e) = seen.lock().await.get_mut(&name) {
+                    e.created = Some(at);
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.parallelism)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let create_secs = t0.elapsed().as_secs_f64();
+    eprintln!("  created {n} objects in {create_secs:.1} s");
+
+    let timed_out =
+        tokio::time::timeout(Duration::from_secs(args.timeout_seconds), done.notified())
+            .await
+            .is_err()
+            && remaining.load(std::sync::atomic::Ordering::SeqCst) > 0;
+    if timed_out {
+        eprintln!(
+            "  timed out with {} objects not final",
+            remaining.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+    let (rss, cpu) = process_usage(operator.pid).unwrap_or_default();
+    let control_plane_cpu_secs = cpu_of(&cp_pids) - cp_cpu_before;
+    let bench_cpu_secs = cpu_of(&[std::process::id()]) - bench_cpu_before;
+    let op_metrics = operator.metrics().await.unwrap_or_default();
+    let kube_after = apiserver_requests(admin).await?;
+    let bk_after = control.calls().await?;
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let series = sampler.await.unwrap_or_default();
+    operator.stop().await;
+    for w in watchers {
+        w.abort();
+    }
+    let jobs = control.jobs().await?;
+
+    let seen = seen.lock().await.clone();
+    let mut report = RunReport {
+        n,
+        create_secs,
+        ceiling,
+        rss_mib: rss as f64 / (1024.0 * 1024.0),
+        cpu_secs: cpu,
+        control_plane_cpu_secs,
+        bench_cpu_secs,
+        ..Default::default()
+    };
+    let sim_jobs: HashMap<(System, String), &crate::sim::JobView> = jobs
+        .iter()
+        .map(|j| ((j.system, j.id.to_string()), j))
+        .collect();
+    let parse = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut submit = Vec::new();
+    let mut finish = Vec::new();
+    let mut last_final = started;
+    for s in seen.values() {
+        let Some(final_at) = s.final_at else { continue };
+        report.finished += 1;
+        if s.phase == Some(Phase::Succeeded) {
+            report.succeeded += 1;
+        }
+        last_final = last_final.max(final_at);
+        let Some(job) = s
+            .job_id
+            .as_ref()
+            .and_then(|id| sim_jobs.get(&(workload::system(s.kind), id.clone())))
+        else {
+            continue;
+        };
+        if let (Some(created), Some(bk)) = (s.created, parse(&job.created_at)) {
+            submit.push((bk - created).as_seconds_f64());
+        }
+        if let Some(end) = job.finished_at.as_deref().and_then(parse) {
+            finish.push((final_at - end).as_seconds_f64());
+        }
+    }
+    report.submit_p50 = quantile(&mut submit, 0.5).unwrap_or(f64::NAN);
+    report.submit_p99 = quantile(&mut submit, 0.99).unwrap_or(f64::NAN);
+    report.finish_p50 = quantile(&mut finish, 0.5).unwrap_or(f64::NAN);
+    report.finish_p99 = quantile(&mut finish, 0.99).unwrap_or(f64::NAN);
+    report.drain = (last_final - started).as_seconds_f64();
+    report.throughput = n as f64 / (report.drain - args.job_seconds).max(0.001);
+
+    // Kubernetes requests: the bench's own creates are the only POSTs on the job kinds.
+    let n_f = n as f64;
+    let mut kube = request_diff(&kube_before, &kube_after);
+    for kind in KINDS {
+        let plural = resource(kind).plural;
+        if let Some(v) = kube.get_mut(&format!("POST {plural}")) {
+            *v -= n_f;
+        }
+        report.status_writes_per_job += kube
+            .get(&format!("PATCH {plural}/status"))
+            .copied()
+            .unwrap_or(0.0)
+            / n_f;
+    }
+    kube.retain(|_, v| *v > 0.0);
+    report.kube_per_job = kube.into_iter().map(|(k, v)| (k, v / n_f)).collect();
+    for s in samples(&op_metrics, "bkops_status_writes_total") {
+        *report
+            .status_writes_by_reason
+            .entry(s.label("outcome").to_owned())
+            .or_default() += s.value / n_f;
+    }
+
+    // BlueKing calls, per job of the system called.
+    let per_system = |sys: System| {
+        seen.values()
+            .filter(|s| workload::system(s.kind) == sys)
+            .count()
+    };
+    let mut creates = 0.0;
+    for e in &bk_after.endpoints {
+        let before = bk_before.get(e.system, &e.endpoint);
+        let calls = e.count.saturating_sub(before) as f64;
+        if calls == 0.0 {
+            continue;
+        }
+        if e.endpoint == "create" {
+            creates += calls;
+        }
+        let jobs_of = per_system(e.system).max(1) as f64;
+        report.bk_per_job.insert(
+            format!("{} {}", e.system.as_str(), e.endpoint),
+            calls / jobs_of,
+        );
+    }
+    report.creates_per_run = creates / n_f;
+    let bkflow_batch_endpoint = "batch_status";
+    let mut peak: f64 = 0.0;
+    for w in series.windows(2) {
+        let dt = w[1].0.duration_since(w[0].0).as_secs_f64().max(0.001);
+        peak = peak.max((w[1].1.total.saturating_sub(w[0].1.total)) as f64 / dt);
+    }
+    report.peak_calls_per_sec = peak;
+    let total_calls = bk_after.total.saturating_sub(bk_before.total) as f64;
+    report.mean_calls_per_sec = total_calls / report.drain.max(0.001);
+    let batch_calls = bk_after
+        .get(System::Bkflow, bkflow_batch_endpoint)
+        .saturating_sub(bk_before.get(System::Bkflow, bkflow_batch_endpoint))
+        as f64;
+    let task_polls: f64 = samples(&op_metrics, "bkops_bk_calls_total")
+        .iter()
+        .filter(|s| s.label("system") == "bkflow" && s.label("call") == "poll")
+        .map(|s| s.value)
+        .sum();
+    report.bkflow_tasks_per_batch = task_polls / batch_calls.max(1.0);
+    report.bkflow_batch_calls_per_sec = batch_calls / report.drain.max(0.001);
+    Ok(report)
+}
+
+/// The ceiling: a bare client creates `n` objects and makes the operator's three status
+/// patches on each (intent with a resourceVersion precondition, job id, end), `parallelism`
+/// objects at a time. Returns the seconds it took.
+async fn bare_ceiling(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    parallelism: usize,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let (kind, name, manifest) = workload::job(i);
+                let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &resource(kind));
+                let obj: DynamicObject = serde_json::from_value(manifest)?;
+                let created = api.create(&PostParams::default(), &obj).await?;
+                let key = format!("{:08x}-g1-a0", i);
+                let [mut intent, id, end] = status::lifecycle_patches(&key, i as u64, Utc::now());
+                intent["metadata"] = json!({"resourceVersion": created.resource_version()});
+                let pp = PatchParams::default();
+                api.patch_status(&name, &pp, &Patch::Merge(&intent)).await?;
+                api.patch_status(&name, &pp, &Patch::Merge(&id)).await?;
+                api.patch_status(&name, &pp, &Patch::Merge(&end)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(parallelism)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn one_line(r: &RunReport) -> String {
+    format!(
+        "  N={}: {}/{} final ({} succeeded), submit p50 {:.2}s p99 {:.2}s, finish→status p50 {:.2}s p99 {:.2}s, drain {:.1}s, status writes/job {:.2}, creates/run {:.2}, peak {:.0} calls/s, RSS {:.1} MiB, CPU {:.1}s",
+        r.n,
+        r.finished,
+        r.n,
+        r.succeeded,
+        r.submit_p50,
+        r.submit_p99,
+        r.finish_p50,
+        r.finish_p99,
+        r.drain,
+        r.status_writes_per_job,
+        r.creates_per_run,
+        r.peak_calls_per_sec,
+        r.rss_mib,
+        r.cpu_secs
+    )
+}
+
+fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Job duration {} s; rate limit qps {} burst {} in-flight {}; operator concurrency {} per kind; polls {}–{} s.\n",
+        args.job_seconds,
+        args.qps,
+        args.burst,
+        args.max_in_flight,
+        args.concurrency,
+        args.poll_initial_seconds,
+        args.poll_max_seconds
+    );
+    let cols: String = reports.iter().map(|r| format!(" N = {} |", r.n)).collect();
+    let sep: String = reports.iter().map(|_| " ---: |").collect();
+    let _ = writeln!(s, "| measure |{cols}\n| --- |{sep}");
+    let row = |s: &mut String, name: &str, f: &dyn Fn(&RunReport) -> String| {
+        let cells: String = reports.iter().map(|r| format!(" {} |", f(r))).collect();
+        let _ = writeln!(s, "| {name} |{cells}");
+    };
+    row(&mut s, "objects final (succeeded)", &|r| {
+        format!("{} ({})", r.finished, r.succeeded)
+    });
+    row(&mut s, "bench creates took (s)", &|r| {
+        format!("{:.1}", r.create_secs)
+    });
+    row(&mut s, "create → BlueKing create p50 / p99 (s)", &|r| {
+        format!("{:.2} / {:.2}", r.submit_p50, r.submit_p99)
+    });
+    row(&mut s, "job end → status final p50 / p99 (s)", &|r| {
+        format!("{:.2} / {:.2}", r.finish_p50, r.finish_p99)
+    });
+    row(&mut s, "drain: first create → last final (s)", &|r| {
+        format!("{:.1}", r.drain)
+    });
+    row(
+        &mut s,
+        "operator throughput (jobs/s, net of job time)",
+        &|r| format!("{:.0}", r.throughput),
+    );
+    row(&mut s, "bare-client ceiling (jobs/s)", &|r| {
+        r.ceiling
+            .map(|c| format!("{c:.0}"))
+            .unwrap_or_else(|| "–".into())
+    });
+    row(&mut s, "throughput / ceiling", &|r| {
+        r.ceiling
+            .map(|c| format!("{:.0} %", 100.0 * r.throughput / c))
+            .unwrap_or_else(|| "–".into())
+    });
+    row(&mut s, "status PATCHes per job", &|r| {
+        format!("{:.2}", r.status_writes_per_job)
+    });
+    for why in ["intent", "change", "progress"] {
+        row(&mut s, &format!("… of which {why}"), &|r| {
+            format!(
+                "{:.2}",
+                r.status_writes_by_reason.get(why).copied().unwrap_or(0.0)
+            )
+        });
+    }
+    let mut kube_keys: Vec<&String> = reports.iter().flat_map(|r| r.kube_per_job.keys()).collect();
+    kube_keys.sort();
+    kube_keys.dedup();
+    for k in kube_keys {
+        row(&mut s, &format!("k8s {k} per job"), &|r| {
+            format!("{:.2}", r.kube_per_job.get(k).copied().unwrap_or(0.0))
+        });
+    }
+    let mut bk_keys: Vec<&String> = reports.iter().flat_map(|r| r.bk_per_job.keys()).collect();
+    bk_keys.sort();
+    bk_keys.dedup();
+    for k in bk_keys {
+        row(&mut s, &format!("BK {k} per job"), &|r| {
+            format!("{:.2}", r.bk_per_job.get(k).copied().unwrap_or(0.0))
+        });
+    }
+    row(&mut s, "BK creates per run", &|r| {
+        format!("{:.2}", r.creates_per_run)
+    });
+    row(&mut s, "BK calls/s: peak 1-s window / mean", &|r| {
+        format!("{:.0} / {:.0}", r.peak_calls_per_sec, r.mean_calls_per_sec)
+    });
+    row(&mut s, "BKFlow task polls per batch call", &|r| {
+        format!("{:.1}", r.bkflow_tasks_per_batch)
+    });
+    row(&mut s, "BKFlow batch calls/s (2 spaces)", &|r| {
+        format!("{:.1}", r.bkflow_batch_calls_per_sec)
+    });
+    row(&mut s, "operator peak RSS (MiB)", &|r| {
+        format!("{:.1}", r.rss_mib)
+    });
+    row(&mut s, "operator CPU (s)", &|r| {
+        format!("{:.1}", r.cpu_secs)
+    });
+    row(&mut s, "kube-apiserver + etcd CPU (s)", &|r| {
+        format!("{:.1}", r.control_plane_cpu_secs)
+    });
+    row(
+        &mut s,
+        "bench process CPU: simulator, creates, watches (s)",
+        &|r| format!("{:.1}", r.bench_cpu_secs),
+    );
+    s
+}

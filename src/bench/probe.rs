@@ -1,0 +1,165 @@
+//! What the benchmark reads from the outside: Prometheus text from the API server and the
+//! operator, and a process's peak memory and CPU time from `/proc`.
+
+use std::collections::BTreeMap;
+
+/// One sample of a Prometheus text exposition: name, labels, value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Metric name (with any `_total` suffix).
+    pub name: String,
+    /// Labels, sorted by name.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A label's value, or `""`.
+    pub fn label(&self, key: &str) -> &str {
+        self.labels.get(key).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Parses the samples of `text` named `name` (comments and other metrics are skipped).
+pub fn samples(text: &str, name: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(parse_line)
+        .filter(|s| s.name == name)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let (head, value) = match line.find('{') {
+        Some(open) => {
+            let close = line.rfind('}')?;
+            let name = &line[..open];
+            let labels = parse_labels(&line[open + 1..close]);
+            let rest = line[close + 1..].split_whitespace().next()?;
+            ((name.to_owned(), labels), rest)
+        }
+        None => {
+            let mut parts = line.split_whitespace();
+            let name = parts.next()?;
+            ((name.to_owned(), BTreeMap::new()), parts.next()?)
+        }
+    };
+    Some(Sample {
+        name: head.0,
+        labels: head.1,
+        value: value.parse().ok()?,
+    })
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_owned();
+        let after = &rest[eq + 1..];
+        let Some(body) = after.strip_prefix('"') else {
+            break;
+        };
+        // Values may hold escaped quotes.
+        let mut value = String::new();
+        let mut chars = body.char_indices();
+        let mut end = body.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(n);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key, value);
+        rest = &body[end.min(body.len())..];
+    }
+    out
+}
+
+/// Peak resident memory (`VmHWM`, bytes) and CPU time (user + system, seconds) of `pid`.
+pub fn process_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), starting at field 3 (state).
+    let rest: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let utime: f64 = rest.get(11)?.parse().ok()?;
+    let stime: f64 = rest.get(12)?.parse().ok()?;
+    Some((hwm_kib * 1024, (utime + stime) / clock_ticks()))
+}
+
+/// `sysconf(_SC_CLK_TCK)` via `getconf` (100 on every Linux this runs on).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The `q` quantile (0..=1) of `values` (nearest rank); `None` when empty.
+pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values.get(rank - 1).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_labels_and_values() {
+        let text = "# HELP x\napiserver_request_total{code=\"201\",resource=\"taskflows\",subresource=\"\",verb=\"POST\"} 12\nother 3\nbkops_status_writes_total{kind=\"Taskflow\",outcome=\"in\\\"tent\"} 4\n";
+        let s = samples(text, "apiserver_request_total");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].label("verb"), "POST");
+        assert_eq!(s[0].label("subresource"), "");
+        assert_eq!(s[0].value, 12.0);
+        let w = samples(text, "bkops_status_writes_total");
+        assert_eq!(w[0].label("outcome"), "in\"tent");
+        assert_eq!(samples(text, "other")[0].value, 3.0);
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&mut v, 0.5), Some(50.0));
+        assert_eq!(quantile(&mut v, 0.99), Some(99.0));
+        assert_eq!(quantile(&mut [], 0.5), None);
+    }
+
+    #[test]
+    fn reads_own_usage() {
+        let (rss, cpu) = process_usage(std::process::id()).expect("own /proc");
+        assert!(rss > 0);
+        assert!(cpu >= 0.0);
+    }
+}
