@@ -63,6 +63,10 @@ const DELETE_CANCEL_BUDGET: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
 pub struct Timings {
     last_poll: HashMap<String, Instant>,
     last_progress_write: HashMap<String, Instant>,
+    /// Run key per object whose start call succeeded but whose `run.started` is not written
+    /// yet: it rides on the next status write instead of a write of its own (a start is safe
+    /// to repeat should the operator restart before that).
+    started: HashMap<String, String>,
 }
 
 impl Timings {
@@ -70,6 +74,7 @@ impl Timings {
     pub fn forget(&mut self, uid: &str) {
         self.last_poll.remove(uid);
         self.last_progress_write.remove(uid);
+        self.started.remove(uid);
     }
 }
 
@@ -729,18 +734,12 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         self.record_call(K::SYSTEM.as_str(), "start", started, &result.as_ref());
         match result {
             Ok(()) => {
-                run.started = true;
-                let message = status.message.clone().unwrap_or_default();
-                let new = render(
-                    &status,
-                    self.generation,
-                    Phase::Running,
-                    reason::RUNNING,
-                    message,
-                    Some(run.clone()),
-                    Utc::now(),
-                );
-                self.write_until_landed(&status, new).await?;
+                self.ctx
+                    .timings
+                    .lock()
+                    .await
+                    .started
+                    .insert(self.uid.clone(), run.key.clone());
                 Ok(Action::requeue(poll_interval(self.ctx, &run)))
             }
             Err(e) if e.class() == ErrorClass::Rejected => {
@@ -771,6 +770,10 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let Some(run) = status.run.clone() else {
             return Ok(Action::await_change());
         };
+        // Started already, not yet written: follow it (the poll writes `started`).
+        if self.ctx.timings.lock().await.started.get(&self.uid) == Some(&run.key) {
+            return self.poll(status).await;
+        }
         let conn = match self.connection().await {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
@@ -1029,7 +1032,10 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             return self.start_job(new, run, job).await;
         }
         let now = Utc::now();
-        let (new_run, message) = apply_progress(&run, &progress, now);
+        let (mut new_run, message) = apply_progress(&run, &progress, now);
+        if self.obj.two_phase() && progress.phase != JobPhase::NotStarted {
+            new_run.started = true;
+        }
         let phase = new_run.phase;
         let why = new_run.reason.clone().unwrap_or_default();
         let mut new = render(

@@ -233,7 +233,8 @@ pub fn progress_only(old: &JobStatus, new: &JobStatus) -> bool {
         && o.key == n.key
         && o.phase == n.phase
         && o.job_id == n.job_id
-        && o.started == n.started
+        // A job seen started is progress: it rides on a throttled write.
+        && (o.started == n.started || n.started)
         && o.cancel_requested_at == n.cancel_requested_at
 }
 
@@ -242,6 +243,32 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_job_seen_started_is_progress_but_a_new_job_is_not() {
+        let run = RunStatus {
+            key: "k".into(),
+            phase: Phase::Running,
+            job_id: Some("1".into()),
+            ..Default::default()
+        };
+        let old = JobStatus {
+            phase: Some(Phase::Running),
+            run: Some(run.clone()),
+            ..Default::default()
+        };
+        let mut started = old.clone();
+        if let Some(r) = started.run.as_mut() {
+            r.started = true;
+        }
+        assert!(progress_only(&old, &started));
+        assert!(!progress_only(&started, &old));
+        let mut other_job = old.clone();
+        if let Some(r) = other_job.run.as_mut() {
+            r.job_id = Some("2".into());
+        }
+        assert!(!progress_only(&old, &other_job));
+    }
 
     #[test]
     fn merge_diff_nulls_removed_keys_and_skips_equal_values() {
