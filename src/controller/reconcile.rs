@@ -376,9 +376,14 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.ctx.recorder.publish(&ev, &reference).await {
-            debug!(error = %e, "publishing an Event failed");
-        }
+        // Events are best effort: publish them off the reconcile's path, so that a busy API
+        // server does not hold a submission up behind its Event.
+        let recorder = self.ctx.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                debug!(error = %e, "publishing an Event failed");
+            }
+        });
     }
 
     fn record_call<T, E: std::ops::Deref<Target = BkError>>(
