@@ -110,6 +110,9 @@ pub struct Reconciler<'a, K: JobKind> {
     uid: String,
     generation: i64,
     kind: &'static str,
+    /// The status the fenced intent write left on the object: the live status, exactly,
+    /// until this reconcile writes again.
+    fenced: std::sync::Mutex<Option<JobStatus>>,
 }
 
 impl<'a, K: JobKind> Reconciler<'a, K> {
@@ -129,6 +132,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             uid,
             generation,
             kind,
+            fenced: std::sync::Mutex::new(None),
         })
     }
 
@@ -292,6 +296,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 &Patch::Merge(&patch),
             )
             .await?;
+        // A write fenced on the resourceVersion was diffed against the live status, so the
+        // object now holds `new` exactly; any other write may not have been.
+        *self.fenced.lock().unwrap_or_else(|e| e.into_inner()) = rv.is_some().then(|| new.clone());
         let why = if rv.is_some() {
             "intent"
         } else if progress_only(old, &new) {
@@ -341,10 +348,20 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            // Against a fresh read: the cached status may be behind our own intent write.
-            let current = match self.api.get_status(&self.name).await {
-                Ok(o) => o.job_status().cloned().unwrap_or_default(),
-                Err(_) => status.clone(),
+            // Against a fresh read: the cached status may be behind our own intent write. Right
+            // after the fenced intent write the live status is known without one.
+            let fenced = self
+                .fenced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .filter(|f| f == status);
+            let current = match fenced {
+                Some(live) => live,
+                None => match self.api.get_status(&self.name).await {
+                    Ok(o) => o.job_status().cloned().unwrap_or_default(),
+                    Err(_) => status.clone(),
+                },
             };
             match self.write(&current, new.clone(), None).await {
                 Ok(_) => return Ok(()),
