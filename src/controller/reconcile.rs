@@ -81,6 +81,12 @@ fn outcome(class: ErrorClass) -> &'static str {
     }
 }
 
+/// After a run ends, decide once more: a spec edit made during the run, or a retry, may be
+/// waiting, and the operator's own status write does not trigger a reconcile.
+fn after_run_end() -> Action {
+    Action::requeue(Duration::from_millis(200))
+}
+
 /// A jittered poll interval that grows with the run's age: seconds at first, up to the cap.
 pub fn poll_interval(ctx: &Context, run: &RunStatus) -> Duration {
     let age = run
@@ -758,7 +764,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 );
                 push_history(&mut new.history, &run);
                 self.write(&status, new, None).await?;
-                Ok(Action::await_change())
+                Ok(after_run_end())
             }
             Err(e) => {
                 warn!(ns = %self.ns, name = %self.name, error = %e, "start failed; will retry");
@@ -1004,7 +1010,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 );
                 push_history(&mut new.history, &run);
                 self.write(&status, new, None).await?;
-                return Ok(Action::await_change());
+                return Ok(after_run_end());
             }
             Err(e) => {
                 warn!(ns = %self.ns, name = %self.name, error = %e, "poll failed; will poll again");
@@ -1029,7 +1035,14 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             return self.start_job(new, run, job).await;
         }
         let now = Utc::now();
-        let (new_run, message) = apply_progress(&run, &progress, now);
+        let (new_run, mut message) = apply_progress(&run, &progress, now);
+        if run.cancel_requested_at.is_some() && !self.obj.can_cancel() && !new_run.phase.is_final()
+        {
+            message = format!(
+                "{} has no cancel call; following {job} to its end: {message}",
+                K::SYSTEM.as_str()
+            );
+        }
         let phase = new_run.phase;
         let why = new_run.reason.clone().unwrap_or_default();
         let mut new = render(
@@ -1045,7 +1058,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             push_history(&mut new.history, &new_run);
             self.write(&status, new, None).await?;
             self.ctx.timings.lock().await.forget(&self.uid);
-            return Ok(Action::await_change());
+            return Ok(after_run_end());
         }
         let throttled = progress_only(&status, &new)
             && self
@@ -1140,7 +1153,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             );
             push_history(&mut new.history, &run);
             self.write(&status, new, None).await?;
-            return Ok(Action::await_change());
+            return Ok(after_run_end());
         }
         let message = if cancellable {
             format!("cancel requested for {job}")
