@@ -647,3 +647,174 @@ async fn an_unknown_submission_waits_for_a_person() {
     assert_eq!(env.creates(System::Job).await, 2);
     env.stop().await;
 }
+
+/// A real `bkops run` process for this environment's namespace.
+struct OperatorProcess(std::process::Child);
+
+impl OperatorProcess {
+    async fn spawn(env: &Env) -> OperatorProcess {
+        let cp = support::control_plane().await;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bkops"))
+            .args([
+                "run",
+                "--leader-elect=false",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--default-connection",
+                "blueking",
+            ])
+            .args([
+                "--namespaces",
+                env.ns.name(),
+                "--resolve-grace-seconds",
+                "3",
+            ])
+            .args(["--poll-initial-seconds", "0.3", "--poll-max-seconds", "1"])
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig_path())
+            .env("RUST_LOG", "bkops=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("bkops run starts");
+        OperatorProcess(child)
+    }
+
+    /// SIGKILL: no chance to clean up, as in a node crash or an OOM kill.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn no_operator() -> EnvOptions {
+    EnvOptions {
+        operator: false,
+        ..EnvOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn killed_after_the_intent_the_restarted_operator_never_creates_twice() {
+    let env = Env::with("crash-intent", no_operator()).await;
+    // The create hangs before it commits; the operator is killed while it waits.
+    env.control
+        .add_fault(&FaultRule {
+            system: SystemSel::Nodeman,
+            endpoint: "create".into(),
+            action: FaultAction::DelayMs(8_000),
+            times: Some(1),
+        })
+        .await
+        .unwrap();
+    let first = OperatorProcess::spawn(&env).await;
+    env.apply(&agent_job("crash", "")).await;
+    env.wait_for::<AgentJob>("crash", WAIT, |o| run_of(o).phase == Phase::Submitting)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill();
+    let _second = OperatorProcess::spawn(&env).await;
+    // Whether the hung create committed after all decides between adopting it and Unknown;
+    // either way there is never a second create.
+    let o = env
+        .wait_for::<AgentJob>("crash", WAIT, |o| {
+            matches!(
+                status(o).phase,
+                Some(Phase::Unknown) | Some(Phase::Succeeded)
+            )
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(
+        env.creates(System::Nodeman).await,
+        1,
+        "exactly one create call"
+    );
+    let jobs = env.control.jobs().await.unwrap();
+    assert!(jobs.len() <= 1, "at most one job exists: {jobs:?}");
+    let o = env.api::<AgentJob>().get("crash").await.unwrap();
+    match status(&o).phase {
+        Some(Phase::Unknown) => assert!(jobs.is_empty(), "Unknown only when nothing was found"),
+        Some(Phase::Succeeded) | Some(Phase::Running) => assert!(run_of(&o).adopted),
+        other => panic!("unexpected phase {other:?}: {:?}", status(&o)),
+    }
+    let _ = o;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn killed_after_a_create_that_committed_the_job_is_adopted() {
+    let env = Env::with("crash-commit", no_operator()).await;
+    // The create commits at once but its answer is held back for 60 s.
+    env.control
+        .add_fault(&FaultRule {
+            system: SystemSel::Bkflow,
+            endpoint: "create".into(),
+            action: FaultAction::CommitThenTimeout { delay_ms: 60_000 },
+            times: Some(1),
+        })
+        .await
+        .unwrap();
+    let first = OperatorProcess::spawn(&env).await;
+    env.apply(&taskflow("crash", "")).await;
+    env.wait_for::<Taskflow>("crash", WAIT, |o| run_of(o).phase == Phase::Submitting)
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.control.jobs().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the create never reached the simulator"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill();
+    let _second = OperatorProcess::spawn(&env).await;
+    let o = env.wait_phase::<Taskflow>("crash", Phase::Succeeded).await;
+    assert!(
+        run_of(&o).adopted,
+        "the restarted operator found the job by its run key"
+    );
+    assert_eq!(env.creates(System::Bkflow).await, 1);
+    assert_eq!(env.control.jobs().await.unwrap().len(), 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn two_operators_at_once_create_each_run_once() {
+    let env = Env::with("two-operators", no_operator()).await;
+    let _a = OperatorProcess::spawn(&env).await;
+    let _b = OperatorProcess::spawn(&env).await;
+    let mut yaml = String::new();
+    for i in 0..5 {
+        yaml.push_str(&format!("{}\n---\n", agent_job(&format!("a{i}"), "")));
+        yaml.push_str(&format!("{}\n---\n", taskflow(&format!("t{i}"), "")));
+        yaml.push_str(&format!("{}\n---\n", process_job(&format!("p{i}"), "")));
+        yaml.push_str(&format!("{}\n---\n", execute_job(&format!("e{i}"), "")));
+    }
+    env.apply(&yaml).await;
+    for i in 0..5 {
+        env.wait_phase::<AgentJob>(&format!("a{i}"), Phase::Succeeded)
+            .await;
+        env.wait_phase::<Taskflow>(&format!("t{i}"), Phase::Succeeded)
+            .await;
+        env.wait_phase::<ProcessJob>(&format!("p{i}"), Phase::Succeeded)
+            .await;
+        env.wait_phase::<ExecuteJob>(&format!("e{i}"), Phase::Succeeded)
+            .await;
+    }
+    for system in [System::Nodeman, System::Bkflow, System::Gsekit, System::Job] {
+        assert_eq!(
+            env.creates(system).await,
+            5,
+            "{system:?}: one create per run"
+        );
+    }
+    env.stop().await;
+}
