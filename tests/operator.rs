@@ -723,14 +723,13 @@ async fn killed_after_the_intent_the_restarted_operator_never_creates_twice() {
     let _second = OperatorProcess::spawn(&env).await;
     // Whether the hung create committed after all decides between adopting it and Unknown;
     // either way there is never a second create.
-    let o = env
-        .wait_for::<AgentJob>("crash", WAIT, |o| {
-            matches!(
-                status(o).phase,
-                Some(Phase::Unknown) | Some(Phase::Succeeded)
-            )
-        })
-        .await;
+    env.wait_for::<AgentJob>("crash", WAIT, |o| {
+        matches!(
+            status(o).phase,
+            Some(Phase::Unknown) | Some(Phase::Succeeded)
+        )
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert_eq!(
         env.creates(System::Nodeman).await,
@@ -745,7 +744,7 @@ async fn killed_after_the_intent_the_restarted_operator_never_creates_twice() {
         Some(Phase::Succeeded) | Some(Phase::Running) => assert!(run_of(&o).adopted),
         other => panic!("unexpected phase {other:?}: {:?}", status(&o)),
     }
-    let _ = o;
+
     env.stop().await;
 }
 
