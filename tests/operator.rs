@@ -817,3 +817,63 @@ async fn two_operators_at_once_create_each_run_once() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_health_and_readiness_are_served() {
+    let mut env = Env::with("metrics", no_operator()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = env.operator_config();
+    config.metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(bkops::controller::run(
+        env.ns.client(),
+        config,
+        token.clone(),
+    ));
+    env.apply(&process_job("measured", "")).await;
+    env.wait_phase::<ProcessJob>("measured", Phase::Succeeded)
+        .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"bkops_runs{kind="ProcessJob",phase="Succeeded"} 1"#,
+        r#"bkops_submissions_total{kind="ProcessJob",outcome="submitted"} 1"#,
+        r#"bkops_bk_calls_total{system="gsekit",call="create",outcome="ok"} 1"#,
+        r#"bkops_phase_transitions_total{kind="ProcessJob",phase="Succeeded"} 1"#,
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    assert!(!text.contains("measured"), "no object names in labels");
+    token.cancel();
+    task.await.unwrap().unwrap();
+    env.stop_operator().await;
+    env.stop().await;
+}

@@ -250,6 +250,7 @@ async fn run_kind<K: JobKind + KindName>(
     };
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
+    ctx.metrics.watch_store(K::NAME, reader.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
