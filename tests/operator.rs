@@ -502,6 +502,18 @@ async fn bad_specs_and_missing_secrets_make_no_call() {
             .unwrap()
             .contains("only the object's own namespace")
     );
+    let reason = |o: &AgentJob| {
+        status(o)
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .map(|c| c.reason.clone())
+    };
+    assert_eq!(reason(&orphan).as_deref(), Some("SecretNotFound"));
+    assert_eq!(
+        reason(&elsewhere).as_deref(),
+        Some("CrossNamespaceReference")
+    );
     let nowhere = env.wait_phase::<ExecuteJob>("nowhere", Phase::Failed).await;
     assert!(status(&nowhere).message.unwrap().contains("not found"));
     assert_eq!(

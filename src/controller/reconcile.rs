@@ -463,7 +463,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 status,
                 self.generation,
                 Phase::Failed,
-                reason::CONNECTION_ERROR,
+                e.reason(),
                 message,
                 status.run.clone(),
                 Utc::now(),
