@@ -18,7 +18,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::Mutex;
