@@ -889,3 +889,33 @@ async fn metrics_health_and_readiness_are_served() {
     env.stop_operator().await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_operator_cleanly() {
+    let env = Env::with("sigterm", no_operator()).await;
+    let mut op = OperatorProcess::spawn(&env).await;
+    env.apply(&process_job("before-stop", "")).await;
+    env.wait_phase::<ProcessJob>("before-stop", Phase::Succeeded)
+        .await;
+    let pid = op.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = op.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bkops run did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(code.success(), "exit status after SIGTERM: {code:?}");
+    env.stop().await;
+}
