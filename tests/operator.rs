@@ -919,3 +919,29 @@ async fn sigterm_stops_the_operator_cleanly() {
     assert!(code.success(), "exit status after SIGTERM: {code:?}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn adopt_job_id_follows_an_existing_job_without_creating_one() {
+    let env = Env::start("adopt").await;
+    env.apply(&process_job("original", "")).await;
+    let original = env
+        .wait_phase::<ProcessJob>("original", Phase::Succeeded)
+        .await;
+    let job_id = run_of(&original).job_id.unwrap();
+    env.apply(&process_job(
+        "follower",
+        &format!("  adoptJobId: \"{job_id}\"\n"),
+    ))
+    .await;
+    let follower = env
+        .wait_phase::<ProcessJob>("follower", Phase::Succeeded)
+        .await;
+    assert!(run_of(&follower).adopted);
+    assert_eq!(run_of(&follower).job_id.as_deref(), Some(job_id.as_str()));
+    assert_eq!(
+        env.creates(System::Gsekit).await,
+        1,
+        "adopting makes no create"
+    );
+    env.stop().await;
+}
