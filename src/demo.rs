@@ -38,7 +38,8 @@ pub use manifests::{
 use table::{Layout, Live, Row};
 
 /// The last line of a demo whose every run ended as the simulator says, with one create each.
-pub const ALL_MATCHED: &str = "Every run ended matching the simulator, with exactly one create per resource.";
+pub const ALL_MATCHED: &str =
+    "Every run ended matching the simulator, with exactly one create per resource.";
 
 /// `bkops demo`: run the examples against the simulator on a local control plane.
 #[derive(clap::Args, Debug, Clone)]
@@ -136,6 +137,16 @@ fn system_of(kind: &str) -> Option<System> {
     }
 }
 
+/// A system's name for people.
+fn system_label(system: System) -> &'static str {
+    match system {
+        System::Gsekit => "GSEKit",
+        System::Bkflow => "BKFlow",
+        System::Nodeman => "NodeMan",
+        System::Job => "JOB",
+    }
+}
+
 /// The job manifests of `dir` (`*.yaml`, `*.yml`, in name order), and what was skipped.
 fn load_examples(dir: &Path) -> anyhow::Result<(Vec<Example>, Vec<String>)> {
     let entries = std::fs::read_dir(dir).with_context(|| {
@@ -150,10 +161,7 @@ fn load_examples(dir: &Path) -> anyhow::Result<(Vec<Example>, Vec<String>)> {
         let path = entry
             .with_context(|| format!("reading {}", dir.display()))?
             .path();
-        if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
     }
@@ -165,11 +173,12 @@ fn load_examples(dir: &Path) -> anyhow::Result<(Vec<Example>, Vec<String>)> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let docs = documents(&text).with_context(|| format!("{}", path.display()))?;
         for doc in docs {
-            let (kind, name) = kind_and_name(&doc).with_context(|| format!("{}", path.display()))?;
+            let (kind, name) =
+                kind_and_name(&doc).with_context(|| format!("{}", path.display()))?;
             let Some(system) = system_of(kind) else {
                 skipped.push(format!("{file}: {kind} {name}"));
                 continue;
@@ -205,10 +214,9 @@ fn choose_twists(jobs: &[Example]) -> Vec<(usize, Twist)> {
             .is_some_and(|limit| limit > 0)
     };
     let first = |kinds: &[&str], ok: &dyn Fn(&Example) -> bool| {
-        kinds.iter().find_map(|kind| {
-            jobs.iter()
-                .position(|e| e.kind == *kind && ok(e))
-        })
+        kinds
+            .iter()
+            .find_map(|kind| jobs.iter().position(|e| e.kind == *kind && ok(e)))
     };
     let mut twists = Vec::new();
     if let Some(i) = first(&["AgentJob", "ProcessJob"], &|e| !retries(e)) {
@@ -296,9 +304,9 @@ fn reset_keep_dir(dir: &Path) -> anyhow::Result<()> {
     if !alive.is_empty() {
         bail!(
             "the control plane of an earlier `bkops demo --keep` is still running (pids {}): \
-             stop it with `kill $(cat {}/*.pid)`, or pass --dir for another folder",
+             stop it with `{}`, or pass --dir for another folder",
             alive.join(", "),
-            dir.display()
+            stop_command(dir)
         );
     }
     std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))
@@ -306,7 +314,8 @@ fn reset_keep_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Sends the operator's (and everything else's) logs to a file: the terminal shows the table.
 fn init_logging(path: &Path) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -386,7 +395,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.examples.display()
     );
     let binaries = binaries().await?;
-    println!("Starting etcd and kube-apiserver {} ...", crate::local::K8S_VERSION);
+    println!(
+        "Starting etcd and kube-apiserver {} ...",
+        crate::local::K8S_VERSION
+    );
     let cp = ControlPlane::start(ControlPlaneOptions {
         binaries: Some(binaries),
         dir: dir.clone(),
@@ -428,7 +440,10 @@ struct Demo {
     cp: Option<ControlPlane>,
     sim: Option<SimHandle>,
     control: SimControl,
-    operator: Option<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    operator: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
     args: DemoArgs,
     stop: CancellationToken,
 }
@@ -479,7 +494,9 @@ impl Demo {
             .map(|s| s.base_url().to_string())
             .unwrap_or_default();
         apply_yaml(&client, &ns, &connections_yaml(&base)).await?;
-        println!("  BlueKing simulator at {base}; connections blueking and blueking-esb in namespace {ns}");
+        println!(
+            "  BlueKing simulator at {base}; connections blueking and blueking-esb in namespace {ns}"
+        );
         let token = CancellationToken::new();
         let task = tokio::spawn(crate::controller::run(
             client.clone(),
@@ -503,7 +520,7 @@ impl Demo {
             .or(tty.then_some(120));
         let mut live = Live::new(Layout::new(&rows, color, columns), tty);
         let checked = self.follow(&client, jobs, &mut live).await?;
-        self.summarize(&checked).await
+        self.summarize(&checked, color).await
     }
 
     /// Applies the jobs and shows the table until every run has ended.
@@ -575,16 +592,21 @@ impl Demo {
                     continue;
                 }
                 let since = *waiting_since.entry(i).or_insert_with(Instant::now);
-                let id = row.job.as_deref().and_then(|j| j.trim().parse::<u64>().ok());
+                let id = row
+                    .job
+                    .as_deref()
+                    .and_then(|j| j.trim().parse::<u64>().ok());
                 if let (true, Some(id)) = (since.elapsed() >= approve_after, id) {
                     self.control
                         .approve(jobs[i].system, id)
                         .await
-                        .with_context(|| format!("approving {} job {id}", jobs[i].system.as_str()))?;
+                        .with_context(|| {
+                            format!("approving {} job {id}", system_label(jobs[i].system))
+                        })?;
                     approved.push(i);
                     live.note(format!(
                         "approved {} job {id} of {} {} in the simulator, as the person it waits for",
-                        jobs[i].system.as_str(),
+                        system_label(jobs[i].system),
                         jobs[i].kind,
                         jobs[i].name
                     ));
@@ -593,7 +615,10 @@ impl Demo {
             let open = rows.iter().filter(|r| !r.is_final()).count();
             let done = rest_applied && open == 0;
             let footer = if done {
-                format!("every run has ended ({:.0} s)", started.elapsed().as_secs_f32())
+                format!(
+                    "every run has ended ({:.0} s)",
+                    started.elapsed().as_secs_f32()
+                )
             } else {
                 format!(
                     "waiting for {open} of {} runs to end ({:.0} s, timeout {} s; Ctrl-C stops)",
@@ -612,13 +637,20 @@ impl Demo {
                         .map(|(_, twist)| twist.expected())
                         .unwrap_or(Phase::Succeeded)
                 };
-                let sim_jobs = self.control.jobs().await.context("reading the simulator's jobs")?;
+                let sim_jobs = self
+                    .control
+                    .jobs()
+                    .await
+                    .context("reading the simulator's jobs")?;
                 return Ok(rows
                     .into_iter()
                     .enumerate()
                     .map(|(i, row)| {
                         let system = jobs[i].system;
-                        let id = row.job.as_deref().and_then(|j| j.trim().parse::<u64>().ok());
+                        let id = row
+                            .job
+                            .as_deref()
+                            .and_then(|j| j.trim().parse::<u64>().ok());
                         let sim = sim_jobs
                             .iter()
                             .find(|j| j.system == system && Some(j.id) == id)
@@ -670,51 +702,86 @@ impl Demo {
 
     /// Prints the check of every resource against the simulator and the create counts; fails
     /// when anything does not match.
-    async fn summarize(&self, checked: &[Checked]) -> anyhow::Result<()> {
+    async fn summarize(&self, checked: &[Checked], color: bool) -> anyhow::Result<()> {
+        let paint = |code: &str, text: String| {
+            if color {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text
+            }
+        };
+        let lines: Vec<[String; 5]> = checked
+            .iter()
+            .map(|c| {
+                let sim = match &c.sim {
+                    Some(job) => format!(
+                        "{} job {}: {}{}",
+                        system_label(job.system),
+                        job.id,
+                        state_label(job.system, &job.state),
+                        if c.approved {
+                            " (approved by the demo)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => format!(
+                        "no {} job {}",
+                        system_label(c.system),
+                        c.row.job.as_deref().unwrap_or("(no job id)")
+                    ),
+                };
+                let targets = match (c.row.ok, c.row.failed) {
+                    (Some(ok), Some(failed)) => format!("{ok} ok, {failed} failed"),
+                    _ => "-".to_owned(),
+                };
+                let phase = c.row.phase.map(Phase::as_str).unwrap_or("-").to_owned();
+                [c.row.kind.clone(), c.row.name.clone(), phase, sim, targets]
+            })
+            .collect();
+        let width = |i: usize| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths = [width(0), width(1), width(2), width(3), width(4)];
         println!("Summary: each resource's final phase, and its job in the simulator");
-        let kind_w = checked.iter().map(|c| c.row.kind.len()).max().unwrap_or(4);
-        let name_w = checked.iter().map(|c| c.row.name.len()).max().unwrap_or(4);
         let mut problems = Vec::new();
-        for c in checked {
-            let phase = c.row.phase.map(Phase::as_str).unwrap_or("-");
-            let sim = match &c.sim {
-                Some(job) => format!(
-                    "{} job {}: {}{}",
-                    job.system.as_str(),
-                    job.id,
-                    state_label(job.system, &job.state),
-                    if c.approved { " (approved by the demo)" } else { "" }
-                ),
-                None => format!(
-                    "no {} job {}",
-                    c.system.as_str(),
-                    c.row.job.as_deref().unwrap_or("(no job id)")
-                ),
+        for (c, line) in checked.iter().zip(&lines) {
+            let mut text = String::from(" ");
+            for (cell, w) in line.iter().zip(widths) {
+                let pad = w.saturating_sub(cell.chars().count());
+                text.push(' ');
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 1));
+            }
+            let verdict = if c.matches() {
+                paint("32", "matches".to_owned())
+            } else {
+                paint("31", "MISMATCH".to_owned())
             };
-            let targets = match (c.row.ok, c.row.failed) {
-                (Some(ok), Some(failed)) => format!("{ok} ok, {failed} failed"),
-                _ => String::new(),
-            };
-            let verdict = if c.matches() { "matches" } else { "MISMATCH" };
-            println!(
-                "  {:<kind_w$}  {:<name_w$}  {:<10} {:<44} {:<20} {verdict}",
-                c.row.kind, c.row.name, phase, sim, targets
-            );
+            println!("{text}{verdict}");
             if !c.matches() {
                 problems.push(format!(
-                    "{} {}: phase {phase}, but the simulator says {}",
+                    "{} {}: phase {}, but the simulator says {}",
                     c.row.kind,
                     c.row.name,
-                    c.sim_phase().map(Phase::as_str).unwrap_or("not final / no job")
+                    line[2],
+                    c.sim_phase()
+                        .map(Phase::as_str)
+                        .unwrap_or("not final / no such job")
                 ));
             } else if c.row.phase != Some(c.expected) {
-                println!(
-                    "    note: the demo planned {} for it",
-                    c.expected.as_str()
-                );
+                println!("    note: the demo planned {} for it", c.expected.as_str());
             }
         }
-        let calls = self.control.calls().await.context("reading the simulator's call counts")?;
+        let calls = self
+            .control
+            .calls()
+            .await
+            .context("reading the simulator's call counts")?;
         let mut per_system: BTreeMap<System, u64> = BTreeMap::new();
         for c in checked {
             *per_system.entry(c.system).or_default() += 1;
@@ -726,19 +793,19 @@ impl Demo {
                 if creates != *resources {
                     problems.push(format!(
                         "{}: {creates} create calls for {resources} resources",
-                        system.as_str()
+                        system_label(*system)
                     ));
                 }
-                format!("{} {creates}/{resources}", system.as_str())
+                format!("{} {creates}/{resources}", system_label(*system))
             })
             .collect();
         println!("Create calls / resources per system: {}", counts.join(", "));
         if problems.is_empty() {
-            println!("{ALL_MATCHED}");
+            println!("{}", paint("1", ALL_MATCHED.to_owned()));
             Ok(())
         } else {
             for p in &problems {
-                println!("MISMATCH {p}");
+                println!("{} {p}", paint("31", "MISMATCH".to_owned()));
             }
             bail!("{} problem(s) found; see the summary above", problems.len())
         }
@@ -771,9 +838,9 @@ impl Demo {
                 let dir = cp.detach();
                 println!(
                     "\nThe simulator and the operator have stopped; the control plane still runs:\n  \
-                     export KUBECONFIG={}\n  stop it with: kill $(cat {}/*.pid)",
+                     export KUBECONFIG={}\n  stop it with: {}",
                     kubeconfig.display(),
-                    dir.display()
+                    stop_command(&dir)
                 );
             } else if let Err(e) = cp.stop().await {
                 eprintln!("bkops demo: stopping the control plane: {e}");
@@ -814,12 +881,19 @@ impl Demo {
              \n  curl -s {base}_sim/jobs          # the simulator's jobs\
              \n\nThe simulator: {base}  The operator's log: {log}\n\
              Ctrl-C stops the simulator and the operator; the control plane keeps running until \
-             `kill $(cat {dir}/*.pid)`.",
+             `{stop}`.",
             kubeconfig = cp.kubeconfig_path().display(),
             log = log.display(),
-            dir = cp.dir().display(),
+            stop = stop_command(cp.dir()),
         );
     }
+}
+
+/// Stops a detached control plane: the API server first, since it hangs for half a minute once
+/// etcd is gone.
+fn stop_command(dir: &Path) -> String {
+    let dir = dir.display();
+    format!("kill $(cat {dir}/kube-apiserver.pid); sleep 3; kill $(cat {dir}/etcd.pid)")
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
@@ -902,8 +976,8 @@ mod tests {
         assert_eq!(cli.demo.namespace, "bkops-demo");
         assert_eq!(cli.demo.timeout_seconds, 180);
         assert!(Cli::try_parse_from(["demo", "--dir", "/x"]).is_err());
-        let cli = Cli::try_parse_from(["demo", "--keep", "--dir", "/x", "--job-seconds", "1"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["demo", "--keep", "--dir", "/x", "--job-seconds", "1"]).unwrap();
         assert_eq!(keep_dir(&cli.demo).unwrap(), PathBuf::from("/x"));
     }
 
@@ -912,15 +986,25 @@ mod tests {
         let (jobs, skipped) = load_examples(&repo_examples()).unwrap();
         assert_eq!(jobs.len(), 8);
         assert_eq!(skipped.len(), 4, "{skipped:?}");
-        assert!(skipped.iter().all(|s| s.contains("Secret") || s.contains("BkConnection")));
+        assert!(
+            skipped
+                .iter()
+                .all(|s| s.contains("Secret") || s.contains("BkConnection"))
+        );
         for system in System::ALL {
             assert_eq!(jobs.iter().filter(|j| j.system == system).count(), 2);
         }
         let twists = choose_twists(&jobs);
         assert_eq!(twists.len(), 2);
         let (fail, wait) = (&jobs[twists[0].0], &jobs[twists[1].0]);
-        assert_eq!((fail.kind.as_str(), twists[0].1), ("AgentJob", Twist::FailTarget));
-        assert_eq!((wait.kind.as_str(), twists[1].1), ("ExecuteJob", Twist::WaitForUser));
+        assert_eq!(
+            (fail.kind.as_str(), twists[0].1),
+            ("AgentJob", Twist::FailTarget)
+        );
+        assert_eq!(
+            (wait.kind.as_str(), twists[1].1),
+            ("ExecuteJob", Twist::WaitForUser)
+        );
     }
 
     #[test]
@@ -946,18 +1030,31 @@ mod tests {
         let err = load_examples(Path::new("/nonexistent/examples")).unwrap_err();
         assert!(format!("{err:#}").contains("--examples"), "{err:#}");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("c.yaml"), "kind: Secret\nmetadata: {name: s}\n").unwrap();
+        std::fs::write(
+            dir.path().join("c.yaml"),
+            "kind: Secret\nmetadata: {name: s}\n",
+        )
+        .unwrap();
         let err = load_examples(dir.path()).unwrap_err();
         assert!(err.to_string().contains("no job manifests"), "{err}");
     }
 
     #[test]
     fn simulator_states() {
-        assert_eq!(simulator_phase(System::Gsekit, "succeeded"), Some(Phase::Succeeded));
+        assert_eq!(
+            simulator_phase(System::Gsekit, "succeeded"),
+            Some(Phase::Succeeded)
+        );
         assert_eq!(simulator_phase(System::Gsekit, "running"), None);
-        assert_eq!(simulator_phase(System::Nodeman, "PART_FAILED"), Some(Phase::Failed));
+        assert_eq!(
+            simulator_phase(System::Nodeman, "PART_FAILED"),
+            Some(Phase::Failed)
+        );
         assert_eq!(simulator_phase(System::Nodeman, "TERMINATED"), None);
-        assert_eq!(simulator_phase(System::Bkflow, "REVOKED"), Some(Phase::Cancelled));
+        assert_eq!(
+            simulator_phase(System::Bkflow, "REVOKED"),
+            Some(Phase::Cancelled)
+        );
         assert_eq!(simulator_phase(System::Job, "3"), Some(Phase::Succeeded));
         assert_eq!(simulator_phase(System::Job, "7"), None);
         assert_eq!(state_label(System::Job, "3"), "3 SUCCESS");

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn documents_skip_empty_ones() {
         let docs = documents("---\na: 1\n---\n---\nb: [2]\n").unwrap();
-        assert_eq!(docs, vec![serde_json::json!({"a": 1}), serde_json::json!({"b": [2]})]);
+        assert_eq!(
+            docs,
+            vec![serde_json::json!({"a": 1}), serde_json::json!({"b": [2]})]
+        );
         assert!(documents("a: [").is_err());
     }
 
@@ -192,7 +195,10 @@ mod tests {
         );
         for doc in &docs[1..] {
             let conn: crate::api::BkConnection = serde_json::from_value(doc.clone()).unwrap();
-            assert_eq!(conn.spec.credentials_secret_ref.name, "blueking-credentials");
+            assert_eq!(
+                conn.spec.credentials_secret_ref.name,
+                "blueking-credentials"
+            );
         }
         assert!(api_resource("Secret").is_some() && api_resource("Pod").is_none());
     }

@@ -43,15 +43,16 @@ pub async fn install_crds(client: &kube::Client) -> Result<(), LocalError> {
             ))
         })?
         .map_err(|err| failed(err.to_string()))?;
-        wait_servable(client, &crd)
-            .await
-            .map_err(|reason| failed(reason))?;
+        wait_servable(client, &crd).await.map_err(failed)?;
     }
     Ok(())
 }
 
 /// Lists objects of the CRD's kind until the API server serves them.
-async fn wait_servable(client: &kube::Client, crd: &CustomResourceDefinition) -> Result<(), String> {
+async fn wait_servable(
+    client: &kube::Client,
+    crd: &CustomResourceDefinition,
+) -> Result<(), String> {
     let version = crd
         .spec
         .versions
