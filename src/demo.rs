@@ -329,8 +329,14 @@ fn init_logging(path: &Path) -> anyhow::Result<()> {
 /// The control-plane binaries, provisioned when missing (which takes minutes, once).
 async fn binaries() -> anyhow::Result<Binaries> {
     let locator = Locator::from_env();
-    if let Ok(binaries) = locator.locate() {
-        return Ok(binaries);
+    let missing = match locator.locate() {
+        Ok(binaries) => return Ok(binaries),
+        Err(err) => err,
+    };
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let no_provision = var("BKOPS_NO_PROVISION").is_some_and(|v| v != "0" && v != "false");
+    if var("KUBEBUILDER_ASSETS").is_some() || no_provision {
+        return Err(missing.into());
     }
     println!(
         "kube-apiserver and etcd are not installed yet: building them once into {} from Debian's \
