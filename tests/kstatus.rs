@@ -405,7 +405,11 @@ async fn in_progress_phases_then_current() {
 
     // Ready stayed False from the first write to the last poll before success: one transition
     // time; it moved only when Ready turned True.
-    let first = &submitting.snapshots[0];
+    let first = submitting
+        .snapshots
+        .iter()
+        .find(|s| phase_of(s).is_some())
+        .unwrap();
     let last = submitting.snapshots.last().unwrap();
     let before_success = submitting
         .snapshots
