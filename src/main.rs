@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the operator: watch the job kinds, submit each run exactly once, report status.
     Run(bkops::cli::RunArgs),
+    /// Run every example against the BlueKing simulator on a local control plane, in a live table.
+    Demo(bkops::demo::DemoArgs),
     /// Serve the BlueKing simulator (GSEKit, BKFlow, NodeMan, JOB; gateway and ESB paths).
     Sim(bkops::sim::SimArgs),
     /// Print the CustomResourceDefinitions as YAML (all kinds, or one with --kind), or write
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Run(args) => bkops::cli::run(args).await,
                     Command::Sim(args) => bkops::sim::run(args).await,
+                    Command::Demo(args) => bkops::demo::run(args).await,
                     Command::Crds { .. } => Ok(()),
                 }
             }),
