@@ -136,15 +136,31 @@ impl Env {
         }
     }
 
-    /// Starts the in-process operator.
+    /// Starts the in-process operator with the admin client and [`Env::operator_config`].
     pub async fn start_operator(&mut self) {
+        self.start_operator_with(self.ns.client(), self.operator_config())
+            .await;
+    }
+
+    /// Starts the in-process operator with a client and configuration of the test's choosing,
+    /// e.g. a client acting as a ServiceAccount bound to the chart's rules (RBAC tests), or a
+    /// configuration with leader election on. Panics if an operator already runs.
+    pub async fn start_operator_with(&mut self, client: kube::Client, config: OperatorConfig) {
+        assert!(
+            self.operator.is_none(),
+            "the operator already runs in this Env; stop it first"
+        );
         let token = CancellationToken::new();
-        let task = tokio::spawn(bkops::controller::run(
-            self.ns.client(),
-            self.operator_config(),
-            token.clone(),
-        ));
+        let task = tokio::spawn(bkops::controller::run(client, config, token.clone()));
         self.operator = Some((token, task));
+    }
+
+    /// Whether the in-process operator task ended (an error, or lost leadership) while it should
+    /// be running.
+    pub fn operator_finished(&self) -> bool {
+        self.operator
+            .as_ref()
+            .is_some_and(|(_, task)| task.is_finished())
     }
 
     /// Stops the in-process operator and waits for it.
