@@ -123,14 +123,10 @@ fn operator_rules_are_exactly_the_least_privilege_set() {
         &finalizers.iter().map(String::as_str).collect::<Vec<_>>(),
         &["update"],
     ));
-    want.extend(triples(
-        &["bkops.io"],
-        &["bkconnections"],
-        &["get", "list", "watch"],
-    ));
+    want.extend(triples(&["bkops.io"], &["bkconnections"], &["get"]));
     want.extend(triples(&[""], &["secrets"], &["get"]));
     want.extend(triples(
-        &["", "events.k8s.io"],
+        &["events.k8s.io"],
         &["events"],
         &["create", "patch"],
     ));
