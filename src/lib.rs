@@ -3,7 +3,7 @@
 //! Layers point one way: [`api`] (CRD types) knows nothing of HTTP, [`bk`] (the BlueKing client)
 //! knows nothing of Kubernetes, and the run lifecycle ([`run`]) sits between them; [`controller`]
 //! wires it to Kubernetes. [`sim`] is the BlueKing simulator and [`local`] the local control
-//! plane used by the tests and the demo; [`bench`] is the load benchmark.
+//! plane used by the tests and [`demo`] (`bkops demo`); [`bench`] is the load benchmark.
 
 pub mod api;
 pub mod bench;
@@ -11,6 +11,7 @@ pub mod bk;
 pub mod cli;
 pub mod controller;
 pub mod crdgen;
+pub mod demo;
 pub mod local;
 pub mod run;
 pub mod sim;

@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the operator: watch the job kinds, submit each run exactly once, report status.
     Run(bkops::cli::RunArgs),
+    /// Run every example against the BlueKing simulator on a local control plane, in a live table.
+    Demo(bkops::demo::DemoArgs),
     /// Serve the BlueKing simulator (GSEKit, BKFlow, NodeMan, JOB; gateway and ESB paths).
     Sim(bkops::sim::SimArgs),
     /// Load benchmark: N job objects against a local kube-apiserver and the simulator, with
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
                     Command::Run(args) => bkops::cli::run(args).await,
                     Command::Sim(args) => bkops::sim::run(args).await,
                     Command::Bench(args) => bkops::bench::run(args).await,
+                    Command::Demo(args) => bkops::demo::run(args).await,
                     Command::Crds { .. } => Ok(()),
                 }
             }),

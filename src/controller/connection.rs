@@ -82,6 +82,19 @@ pub enum ConnectionError {
 }
 
 impl ConnectionError {
+    /// The condition reason for this problem (stable, CamelCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectionError::NoConnection => "NoConnection",
+            ConnectionError::OtherNamespace { .. } => "CrossNamespaceReference",
+            ConnectionError::NotFound(_) => "ConnectionNotFound",
+            ConnectionError::SecretNotFound { .. } => "SecretNotFound",
+            ConnectionError::SecretIncomplete { .. } => "SecretIncomplete",
+            ConnectionError::Invalid { .. } => "ConnectionInvalid",
+            ConnectionError::Api { .. } => "ConnectionLookupFailed",
+        }
+    }
+
     /// Whether trying again later may help without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         matches!(self, ConnectionError::Api { .. })

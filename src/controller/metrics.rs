@@ -72,6 +72,14 @@ pub struct Metrics {
     pub status_writes: Family<ReconcileLabels, Counter>,
     /// 1 while this replica leads (or leader election is off).
     pub leader: Gauge,
+    /// Job resources by kind and phase, counted from the controllers' caches at scrape time.
+    pub runs: Family<PhaseLabels, Gauge>,
+    stores: std::sync::Mutex<
+        Vec<(
+            &'static str,
+            kube::runtime::reflector::Store<kube::api::DynamicObject>,
+        )>,
+    >,
 }
 
 impl Default for Metrics {
@@ -86,6 +94,7 @@ impl Default for Metrics {
         let phase_transitions = Family::default();
         let status_writes = Family::default();
         let leader = Gauge::default();
+        let runs = Family::<PhaseLabels, Gauge>::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and outcome",
@@ -117,6 +126,7 @@ impl Default for Metrics {
             status_writes.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        registry.register("runs", "Job resources by kind and phase", runs.clone());
         Metrics {
             registry,
             reconciles,
@@ -126,17 +136,68 @@ impl Default for Metrics {
             phase_transitions,
             status_writes,
             leader,
+            runs,
+            stores: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
 
 impl Metrics {
+    /// Lets `bkops_runs` count the objects in a controller's cache.
+    pub fn watch_store(
+        &self,
+        kind: &'static str,
+        store: kube::runtime::reflector::Store<kube::api::DynamicObject>,
+    ) {
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((kind, store));
+    }
+
+    fn count_runs(&self) {
+        self.runs.clear();
+        let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, store) in stores.iter() {
+            for obj in store.state() {
+                let phase = obj
+                    .data
+                    .get("status")
+                    .and_then(|s| s.get("phase"))
+                    .and_then(|p| p.as_str())
+                    .and_then(phase_name)
+                    .unwrap_or("Pending");
+                self.runs.get_or_create(&PhaseLabels { kind, phase }).inc();
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
+        self.count_runs();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
     }
+}
+
+/// The static name of a phase written in status (labels must be bounded).
+fn phase_name(p: &str) -> Option<&'static str> {
+    use crate::api::common::Phase;
+    [
+        Phase::Pending,
+        Phase::Suspended,
+        Phase::Submitting,
+        Phase::Running,
+        Phase::WaitingForUser,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Cancelled,
+        Phase::Unknown,
+    ]
+    .into_iter()
+    .map(Phase::as_str)
+    .find(|n| *n == p)
 }

@@ -194,6 +194,26 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error:
             {"type": "Stalled", "status": "True", "reason": "MalformedObject", "message": message, "lastTransitionTime": now, "observedGeneration": generation},
         ],
     }});
+    // The Event always lands; the status write may not (1.20 validates a status write against
+    // the whole object, whose spec is what is broken).
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        uid: obj.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "MalformedObject".into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(%ns, %name, error = %e, "could not publish an Event for a malformed object");
+    }
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<K>(&()));
     if let Err(e) = api
@@ -204,7 +224,7 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error:
         )
         .await
     {
-        warn!(%ns, %name, error = %e, "could not report a malformed object");
+        warn!(%ns, %name, error = %e, "could not write the status of a malformed object");
     }
 }
 
@@ -250,6 +270,7 @@ async fn run_kind<K: JobKind + KindName>(
     };
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
+    ctx.metrics.watch_store(K::NAME, reader.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)

@@ -86,6 +86,12 @@ fn outcome(class: ErrorClass) -> &'static str {
     }
 }
 
+/// After a run ends, decide once more: a spec edit made during the run, or a retry, may be
+/// waiting, and the operator's own status write does not trigger a reconcile.
+fn after_run_end() -> Action {
+    Action::requeue(Duration::from_millis(200))
+}
+
 /// A jittered poll interval that grows with the run's age: seconds at first, up to the cap.
 pub fn poll_interval(ctx: &Context, run: &RunStatus) -> Duration {
     let age = run
@@ -430,6 +436,33 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Ends `run` with `phase` (into history) and writes it; the next decision follows shortly.
+    async fn end_run(
+        &self,
+        status: &JobStatus,
+        mut run: RunStatus,
+        phase: Phase,
+        why: &'static str,
+        message: String,
+    ) -> Result<Action, Error> {
+        let now = Utc::now();
+        run.phase = phase;
+        run.reason = Some(why.to_owned());
+        run.completion_time = Some(now);
+        let mut new = render(
+            status,
+            self.generation,
+            phase,
+            why,
+            message,
+            Some(run.clone()),
+            now,
+        );
+        push_history(&mut new.history, &run);
+        self.write(status, new, None).await?;
+        Ok(after_run_end())
+    }
+
     async fn set_finalizer(&self, present: bool) -> Result<Action, Error> {
         let mut finalizers: Vec<String> = self
             .obj
@@ -484,7 +517,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 status,
                 self.generation,
                 Phase::Failed,
-                reason::CONNECTION_ERROR,
+                e.reason(),
                 message,
                 status.run.clone(),
                 Utc::now(),
@@ -744,7 +777,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
     async fn start_job(
         &self,
         status: JobStatus,
-        mut run: RunStatus,
+        run: RunStatus,
         job: JobRef,
     ) -> Result<Action, Error> {
         let conn = match self.connection().await {
@@ -765,21 +798,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 Ok(Action::requeue(poll_interval(self.ctx, &run)))
             }
             Err(e) if e.class() == ErrorClass::Rejected => {
-                run.phase = Phase::Failed;
-                run.reason = Some(reason::JOB_FAILED.to_owned());
-                run.completion_time = Some(Utc::now());
-                let mut new = render(
-                    &status,
-                    self.generation,
-                    Phase::Failed,
-                    reason::JOB_FAILED,
-                    format!("BlueKing refused to start {job}: {e}"),
-                    Some(run.clone()),
-                    Utc::now(),
-                );
-                push_history(&mut new.history, &run);
-                self.write(&status, new, None).await?;
-                Ok(Action::await_change())
+                let message = format!("BlueKing refused to start {job}: {e}");
+                self.end_run(&status, run, Phase::Failed, reason::JOB_FAILED, message)
+                    .await
             }
             Err(e) => {
                 warn!(ns = %self.ns, name = %self.name, error = %e, "start failed; will retry");
@@ -1014,22 +1035,10 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let progress = match result {
             Ok(p) => p,
             Err(e) if e.is_not_found() => {
-                let mut run = run;
-                run.phase = Phase::Failed;
-                run.reason = Some(reason::JOB_FAILED.to_owned());
-                run.completion_time = Some(Utc::now());
-                let mut new = render(
-                    &status,
-                    self.generation,
-                    Phase::Failed,
-                    reason::JOB_FAILED,
-                    format!("{job} no longer exists in BlueKing: {e}"),
-                    Some(run.clone()),
-                    Utc::now(),
-                );
-                push_history(&mut new.history, &run);
-                self.write(&status, new, None).await?;
-                return Ok(Action::await_change());
+                let message = format!("{job} no longer exists in BlueKing: {e}");
+                return self
+                    .end_run(&status, run, Phase::Failed, reason::JOB_FAILED, message)
+                    .await;
             }
             Err(e) => {
                 warn!(ns = %self.ns, name = %self.name, error = %e, "poll failed; will poll again");
@@ -1054,9 +1063,16 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             return self.start_job(new, run, job).await;
         }
         let now = Utc::now();
-        let (mut new_run, message) = apply_progress(&run, &progress, now);
+        let (mut new_run, mut message) = apply_progress(&run, &progress, now);
         if self.obj.two_phase() && progress.phase != JobPhase::NotStarted {
             new_run.started = true;
+        }
+        if run.cancel_requested_at.is_some() && !self.obj.can_cancel() && !new_run.phase.is_final()
+        {
+            message = format!(
+                "{} has no cancel call; following {job} to its end: {message}",
+                K::SYSTEM.as_str()
+            );
         }
         let phase = new_run.phase;
         let why = new_run.reason.clone().unwrap_or_default();
@@ -1073,7 +1089,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             push_history(&mut new.history, &new_run);
             self.write(&status, new, None).await?;
             self.ctx.timings.lock().await.forget(&self.uid);
-            return Ok(Action::await_change());
+            return Ok(after_run_end());
         }
         let throttled = progress_only(&status, &new)
             && self
@@ -1143,9 +1159,6 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             .await;
         }
         if deadline {
-            run.phase = Phase::Failed;
-            run.reason = Some(reason::DEADLINE_EXCEEDED.to_owned());
-            run.completion_time = Some(now);
             let secs = self
                 .obj
                 .common()
@@ -1157,18 +1170,15 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 "the system has no cancel call, so it may still be running"
             };
             let message = format!("activeDeadlineSeconds ({secs}s) passed; {job}: {tail}");
-            let mut new = render(
-                &status,
-                self.generation,
-                Phase::Failed,
-                reason::DEADLINE_EXCEEDED,
-                message,
-                Some(run.clone()),
-                now,
-            );
-            push_history(&mut new.history, &run);
-            self.write(&status, new, None).await?;
-            return Ok(Action::await_change());
+            return self
+                .end_run(
+                    &status,
+                    run,
+                    Phase::Failed,
+                    reason::DEADLINE_EXCEEDED,
+                    message,
+                )
+                .await;
         }
         let message = if cancellable {
             format!("cancel requested for {job}")

@@ -346,7 +346,7 @@ impl ControlPlane {
     }
 
     /// Leaves both servers running after this process ends, and returns the folder (which is then
-    /// kept even if temporary). Its `kubeconfig` reaches them; `kill $(cat <dir>/*.pid)` stops them.
+    /// kept even if temporary). Its `kubeconfig` reaches them; stop them with `kill $(cat <dir>/kube-apiserver.pid); sleep 3; kill $(cat <dir>/etcd.pid)` (kube-apiserver first: it hangs for about 30 s once etcd is gone).
     pub fn detach(mut self) -> PathBuf {
         for server in [self.apiserver.take(), self.etcd.take()]
             .into_iter()

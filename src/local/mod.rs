@@ -9,6 +9,7 @@
 //!   `hack/provision-control-plane.sh` (embedded in the library) under a file lock.
 //! - [`ControlPlane`] starts both on free loopback ports, waits until the API server is ready, writes
 //!   a kubeconfig and hands out admin or impersonating [`kube::Client`]s.
+//! - [`install_crds`] installs bkops's CRDs and waits until they are served.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), bkops::local::LocalError> {
@@ -25,12 +26,14 @@
 
 mod binaries;
 mod control_plane;
+mod crds;
 mod process;
 
 use std::path::PathBuf;
 
 pub use binaries::{Binaries, K8S_VERSION, Locator};
 pub use control_plane::{ControlPlane, ControlPlaneOptions};
+pub use crds::install_crds;
 
 /// Why the local control plane could not be found, provisioned, started or used.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,15 @@ pub enum LocalError {
         /// The underlying error.
         #[source]
         source: kube::config::KubeconfigError,
+    },
+
+    /// A CustomResourceDefinition could not be installed, or did not become usable in time.
+    #[error("installing CRD {name}: {reason}")]
+    Crd {
+        /// The CRD's name.
+        name: String,
+        /// What went wrong.
+        reason: String,
     },
 
     /// Building a Kubernetes client failed.

@@ -64,6 +64,10 @@ pub trait JobKind:
     fn job_ref(&self, job_id: &str, defaults: &Defaults) -> Result<JobRef, MappingError>;
     /// Filters for searching a job whose create had an unknown outcome.
     fn search_target(&self, defaults: &Defaults) -> Result<SearchTarget, MappingError>;
+    /// Whether the system can cancel a running job (GSEKit cannot).
+    fn can_cancel(&self) -> bool {
+        Self::SYSTEM != System::Gsekit
+    }
     /// Who the job is created as, when the request says it.
     fn creator(&self, defaults: &Defaults) -> Option<String> {
         defaults.username.clone()

@@ -20,8 +20,6 @@ pub use kinds::{Defaults, JobKind};
 pub mod reason {
     /// The spec breaks a rule; nothing was submitted.
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// The connection, its Secret or its settings are missing or wrong.
-    pub const CONNECTION_ERROR: &str = "ConnectionError";
     /// `spec.suspend` holds back a new run.
     pub const SUSPENDED: &str = "Suspended";
     /// `spec.cancel` holds back a new run.

@@ -5,13 +5,9 @@ use std::time::Duration;
 
 use bkops::api::Phase;
 use bkops::controller::OperatorConfig;
-use bkops::crdgen::CrdKind;
 use bkops::run::JobKind;
 use bkops::sim::{SimConfig, SimControl, SimHandle, System};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
-use serde::Deserialize;
+use kube::api::{Api, ApiResource, DynamicObject};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -19,55 +15,24 @@ use super::TestNamespace;
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// Installs the generated CRDs once per test binary and waits until they are Established.
+/// Installs the generated CRDs once per test binary and waits until they are served.
 pub async fn install_crds() {
     CRDS.get_or_init(|| async {
-        let client = super::client().await;
-        let api: Api<CustomResourceDefinition> = Api::all(client);
-        for kind in CrdKind::ALL {
-            let crd = kind.crd();
-            let name = crd.metadata.name.clone().expect("test setup");
-            match api.create(&PostParams::default(), &crd).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => panic!("installing CRD {name}: {e}"),
-            }
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                await_condition(api.clone(), &name, conditions::is_crd_established()),
-            )
+        bkops::local::install_crds(&super::client().await)
             .await
-            .unwrap_or_else(|_| panic!("CRD {name} not Established in 30 s"))
-            .expect("test setup");
-        }
-        // Discovery of new CRDs lags their Established condition a little on 1.20.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            .unwrap_or_else(|e| panic!("{e}"));
     })
     .await;
 }
 
 /// The resource of a manifest's kind.
 pub fn api_resource(kind: &str) -> ApiResource {
-    use bkops::api::*;
-    use k8s_openapi::api::core::v1::Secret;
-    match kind {
-        "ProcessJob" => ApiResource::erase::<ProcessJob>(&()),
-        "Taskflow" => ApiResource::erase::<Taskflow>(&()),
-        "AgentJob" => ApiResource::erase::<AgentJob>(&()),
-        "ExecuteJob" => ApiResource::erase::<ExecuteJob>(&()),
-        "BkConnection" => ApiResource::erase::<BkConnection>(&()),
-        "Secret" => ApiResource::erase::<Secret>(&()),
-        other => panic!("no API resource for kind {other}"),
-    }
+    bkops::demo::api_resource(kind).unwrap_or_else(|| panic!("no API resource for kind {kind}"))
 }
 
 /// Splits a multi-document YAML string into objects.
 pub fn documents(yaml: &str) -> Vec<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde_yaml::Value::deserialize(d).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).expect("YAML maps to JSON"))
-        .collect()
+    bkops::demo::documents(yaml).expect("valid YAML")
 }
 
 /// Server-side applies every object of `yaml` in namespace `ns`.
@@ -75,24 +40,8 @@ pub async fn apply(
     client: &kube::Client,
     ns: &str,
     yaml: &str,
-) -> Result<Vec<DynamicObject>, kube::Error> {
-    let mut out = Vec::new();
-    for mut doc in documents(yaml) {
-        doc["metadata"]["namespace"] = serde_json::Value::String(ns.to_owned());
-        let kind = doc["kind"].as_str().expect("kind").to_owned();
-        let name = doc["metadata"]["name"].as_str().expect("name").to_owned();
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), ns, &api_resource(&kind));
-        out.push(
-            api.patch(
-                &name,
-                &PatchParams::apply("bkops-test").force(),
-                &Patch::Apply(&doc),
-            )
-            .await?,
-        );
-    }
-    Ok(out)
+) -> Result<Vec<DynamicObject>, bkops::demo::ManifestError> {
+    bkops::demo::apply_yaml(client, ns, yaml).await
 }
 
 /// How to set up an [`Env`].
@@ -131,51 +80,7 @@ pub struct Env {
     )>,
 }
 
-/// The machine's UTC offset as `+HH:MM` (the simulator writes naive times in local time).
-pub fn local_offset() -> String {
-    let secs = chrono::Local::now().offset().local_minus_utc();
-    let sign = if secs < 0 { '-' } else { '+' };
-    let secs = secs.abs();
-    format!("{sign}{:02}:{:02}", secs / 3600, (secs % 3600) / 60)
-}
-
-/// The Secret and the two connections (`blueking`: gateway for all; `blueking-esb`: ESB for
-/// GSEKit, NodeMan and JOB) pointing at a simulator at `base` (ending in `/`).
-pub fn connections_yaml(base: &str) -> String {
-    let tz = local_offset();
-    format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: blueking-credentials}}
-stringData: {{bk_app_code: bkops, bk_app_secret: bkops-secret, bk_username: admin}}
----
-apiVersion: bkops.io/v1alpha1
-kind: BkConnection
-metadata: {{name: blueking}}
-spec:
-  gateway: {{urlTemplate: "{base}api/{{api_name}}/", stage: prod}}
-  credentialsSecretRef: {{name: blueking-credentials}}
-  bkflowSpaceId: 1
-  timeZoneOffset: "{tz}"
-  rateLimit: {{qps: 200, burst: 200, maxInFlight: 32}}
----
-apiVersion: bkops.io/v1alpha1
-kind: BkConnection
-metadata: {{name: blueking-esb}}
-spec:
-  esbUrl: "{base}"
-  gsekit: {{mode: esb}}
-  nodeman: {{mode: esb}}
-  job: {{mode: esb}}
-  bkflow: {{url: "{base}api/bk-flow/prod/"}}
-  credentialsSecretRef: {{name: blueking-credentials}}
-  bkflowSpaceId: 1
-  timeZoneOffset: "{tz}"
-  rateLimit: {{qps: 200, burst: 200, maxInFlight: 32}}
-"#
-    )
-}
+pub use bkops::demo::connections_yaml;
 
 impl Env {
     /// Namespace, simulator, connections and operator, with defaults.
@@ -231,15 +136,31 @@ impl Env {
         }
     }
 
-    /// Starts the in-process operator.
+    /// Starts the in-process operator with the admin client and [`Env::operator_config`].
     pub async fn start_operator(&mut self) {
+        self.start_operator_with(self.ns.client(), self.operator_config())
+            .await;
+    }
+
+    /// Starts the in-process operator with a client and configuration of the test's choosing,
+    /// e.g. a client acting as a ServiceAccount bound to the chart's rules (RBAC tests), or a
+    /// configuration with leader election on. Panics if an operator already runs.
+    pub async fn start_operator_with(&mut self, client: kube::Client, config: OperatorConfig) {
+        assert!(
+            self.operator.is_none(),
+            "the operator already runs in this Env; stop it first"
+        );
         let token = CancellationToken::new();
-        let task = tokio::spawn(bkops::controller::run(
-            self.ns.client(),
-            self.operator_config(),
-            token.clone(),
-        ));
+        let task = tokio::spawn(bkops::controller::run(client, config, token.clone()));
         self.operator = Some((token, task));
+    }
+
+    /// Whether the in-process operator task ended (an error, or lost leadership) while it should
+    /// be running.
+    pub fn operator_finished(&self) -> bool {
+        self.operator
+            .as_ref()
+            .is_some_and(|(_, task)| task.is_finished())
     }
 
     /// Stops the in-process operator and waits for it.
