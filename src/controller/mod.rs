@@ -273,6 +273,9 @@ async fn run_kind<K: JobKind + KindName>(
     ctx.metrics.watch_store(K::NAME, reader.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
+        // Nothing reads managedFields, and they are the costliest part of a cached object
+        // (a tree of tiny JSON maps: ~7.6 KiB of heap each, see BENCHMARKS.md).
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
