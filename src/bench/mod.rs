@@ -395,7 +395,10 @@ async fn run_one(
                 .default_backoff()
                 .applied_objects();
             futures::pin_mut!(stream);
-            while let Ok(Some(obj)) = stream.try_next().await {
+            // Errors (a watch that timed out under load) are retried by the backoff; only
+            // the end of the stream ends the watch.
+            while let Some(item) = stream.next().await {
+                let Ok(obj) = item else { continue };
                 let status = obj.data.get("status");
                 let phase = status
                     .and_then(|s| s.get("phase"))
