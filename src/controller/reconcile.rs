@@ -539,43 +539,34 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
         };
-        let request = match &adopt {
-            Some(_) => None,
-            None => match self.obj.create_request(&key, &conn.defaults) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let new = render(
-                        &status,
-                        self.generation,
-                        Phase::Failed,
-                        reason::INVALID_SPEC,
-                        format!("invalid spec: {e}"),
-                        status.run.clone(),
-                        Utc::now(),
-                    );
-                    self.write(&status, new, None).await?;
-                    return Ok(Action::await_change());
-                }
-            },
+        // Build the call (or the adopted job's reference) before the intent: a spec that cannot
+        // be mapped is reported like an invalid one, and nothing is fenced or sent.
+        let mapped = match &adopt {
+            Some(id) => self
+                .obj
+                .job_ref(id, &conn.defaults)
+                .map(|r| (None, Some(r))),
+            None => self
+                .obj
+                .create_request(&key, &conn.defaults)
+                .map(|r| (Some(r), None)),
         };
-        let adopt_ref = match &adopt {
-            Some(id) => match self.obj.job_ref(id, &conn.defaults) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let new = render(
-                        &status,
-                        self.generation,
-                        Phase::Failed,
-                        reason::INVALID_SPEC,
-                        format!("invalid spec: {e}"),
-                        status.run.clone(),
-                        Utc::now(),
-                    );
-                    self.write(&status, new, None).await?;
-                    return Ok(Action::await_change());
-                }
-            },
-            None => None,
+        let (request, adopt_ref) = match mapped {
+            Ok(m) => m,
+            Err(e) => {
+                let message = format!("invalid spec: {e}");
+                let new = render(
+                    &status,
+                    self.generation,
+                    Phase::Failed,
+                    reason::INVALID_SPEC,
+                    message,
+                    status.run.clone(),
+                    Utc::now(),
+                );
+                self.write(&status, new, None).await?;
+                return Ok(Action::await_change());
+            }
         };
 
         // The fence: decide again on a fresh read and write the intent only if the object is
