@@ -86,6 +86,23 @@ fn outcome(class: ErrorClass) -> &'static str {
     }
 }
 
+/// The status a write is diffed against.
+#[derive(Clone, Copy)]
+enum Base<'s> {
+    /// Exactly the object's status now: what the fenced intent write just left.
+    Live(&'s JobStatus),
+    /// As the cache had it: may be behind the object.
+    Cached(&'s JobStatus),
+}
+
+impl<'s> Base<'s> {
+    fn status(self) -> &'s JobStatus {
+        match self {
+            Base::Live(s) | Base::Cached(s) => s,
+        }
+    }
+}
+
 /// After a run ends, decide once more: a spec edit made during the run, or a retry, may be
 /// waiting, and the operator's own status write does not trigger a reconcile.
 fn after_run_end() -> Action {
@@ -116,9 +133,6 @@ pub struct Reconciler<'a, K: JobKind> {
     uid: String,
     generation: i64,
     kind: &'static str,
-    /// The status the fenced intent write left on the object: the live status, exactly,
-    /// until this reconcile writes again.
-    fenced: std::sync::Mutex<Option<JobStatus>>,
 }
 
 impl<'a, K: JobKind> Reconciler<'a, K> {
@@ -138,7 +152,6 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             uid,
             generation,
             kind,
-            fenced: std::sync::Mutex::new(None),
         })
     }
 
@@ -302,9 +315,6 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 &Patch::Merge(&patch),
             )
             .await?;
-        // A write fenced on the resourceVersion was diffed against the live status, so the
-        // object now holds `new` exactly; any other write may not have been.
-        *self.fenced.lock().unwrap_or_else(|e| e.into_inner()) = rv.is_some().then(|| new.clone());
         let why = if rv.is_some() {
             "intent"
         } else if progress_only(old, &new) {
@@ -350,20 +360,18 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
     }
 
     /// Writes until it lands (the record of a created job must not be lost), within a budget.
-    async fn write_until_landed(&self, status: &JobStatus, new: JobStatus) -> Result<(), Error> {
+    async fn write_until_landed(&self, base: Base<'_>, new: JobStatus) -> Result<(), Error> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
+        let (status, mut live) = match base {
+            Base::Live(s) => (s, Some(s.clone())),
+            Base::Cached(s) => (s, None),
+        };
         loop {
-            // Against a fresh read: the cached status may be behind our own intent write. Right
-            // after the fenced intent write the live status is known without one.
-            let fenced = self
-                .fenced
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .filter(|f| f == status);
-            let current = match fenced {
-                Some(live) => live,
+            // Against the live status: a cached one may be behind our own intent write. Only the
+            // first attempt right after the fenced intent write knows it without a read.
+            let current = match live.take() {
+                Some(l) => l,
                 None => match self.api.get_status(&self.name).await {
                     Ok(o) => o.job_status().cloned().unwrap_or_default(),
                     Err(_) => status.clone(),
@@ -645,7 +653,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 })
                 .inc();
             info!(ns = %self.ns, name = %self.name, %key, job = %job, "following an existing job (adoptJobId)");
-            return self.record_job(&intent, run, job, None, true, false).await;
+            return self
+                .record_job(Base::Live(&intent), run, job, None, true, false)
+                .await;
         }
         let Some(request) = request else {
             return Ok(Action::await_change());
@@ -666,8 +676,15 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     .inc();
                 info!(ns = %self.ns, name = %self.name, %key, job = %sub.job, "submitted");
                 let needs_start = sub.needs_start;
-                self.record_job(&intent, run, sub.job, sub.job_url, false, needs_start)
-                    .await
+                self.record_job(
+                    Base::Live(&intent),
+                    run,
+                    sub.job,
+                    sub.job_url,
+                    false,
+                    needs_start,
+                )
+                .await
             }
             Err(e) => {
                 let class = e.class();
@@ -724,7 +741,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 if phase == Phase::Failed {
                     push_history(&mut new.history, &run);
                 }
-                self.write_until_landed(&intent, new).await?;
+                self.write_until_landed(Base::Live(&intent), new).await?;
                 Ok(next)
             }
         }
@@ -733,7 +750,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
     /// Records the job of `run` (created or adopted), then starts it where needed.
     async fn record_job(
         &self,
-        intent: &JobStatus,
+        base: Base<'_>,
         mut run: RunStatus,
         job: JobRef,
         job_url: Option<String>,
@@ -750,7 +767,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let verb = if adopted { "following" } else { "submitted" };
         let message = format!("{verb} {job} (run {})", run.key);
         let new = render(
-            intent,
+            base.status(),
             self.generation,
             Phase::Running,
             reason::RUNNING,
@@ -758,7 +775,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Some(run.clone()),
             now,
         );
-        self.write_until_landed(intent, new.clone()).await?;
+        self.write_until_landed(base, new.clone()).await?;
         if needs_start {
             return self.start_job(new, run, job).await;
         }
@@ -849,7 +866,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         )
         .await;
         let two_phase = self.obj.two_phase();
-        self.record_job(&status, run, job, None, true, two_phase)
+        self.record_job(Base::Cached(&status), run, job, None, true, two_phase)
             .await
     }
 
@@ -931,7 +948,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 )
                 .await;
                 let two_phase = self.obj.two_phase();
-                self.record_job(&status, run, job, None, true, two_phase)
+                self.record_job(Base::Cached(&status), run, job, None, true, two_phase)
                     .await
             }
             0 if (now - intent_at).to_std().unwrap_or_default() < self.ctx.config.resolve_grace => {
