@@ -849,6 +849,27 @@ async fn metrics_health_and_readiness_are_served() {
     env.apply(&process_job("measured", "")).await;
     env.wait_phase::<ProcessJob>("measured", Phase::Succeeded)
         .await;
+    // One Event per phase change, published off the reconcile path: they arrive shortly after.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.ns.client(), env.ns.name());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let reasons = loop {
+        let mut reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("measured"))
+            .filter_map(|e| e.reason)
+            .collect();
+        reasons.sort();
+        if reasons.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reasons, ["Running", "Submitting", "Succeeded"]);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(
@@ -880,6 +901,7 @@ async fn metrics_health_and_readiness_are_served() {
         r#"bkops_submissions_total{kind="ProcessJob",outcome="submitted"} 1"#,
         r#"bkops_bk_calls_total{system="gsekit",call="create",outcome="ok"} 1"#,
         r#"bkops_phase_transitions_total{kind="ProcessJob",phase="Succeeded"} 1"#,
+        r#"bkops_events_total{outcome="published"} 3"#,
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
@@ -943,5 +965,65 @@ async fn adopt_job_id_follows_an_existing_job_without_creating_one() {
         1,
         "adopting makes no create"
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
+    // Under load the operator's cache can lag its own writes by seconds. A reconcile of a copy
+    // from before the job id was written sees "Submitting, no job id" and searches BlueKing; for
+    // JOB (no run key to search by) that finds every recent job. Its verdict must not land on an
+    // object that has moved on: the job would be lost behind an `Unknown` that never was.
+    let mut env = Env::start("stale-copy").await;
+    let created = env.apply(&execute_job("stale", "")).await;
+    let running = env
+        .wait_for::<ExecuteJob>("stale", WAIT, |o| run_of(o).job_id.is_some())
+        .await;
+    // Another JOB job in the search window makes the verdict "ambiguous" (Unknown).
+    env.apply(&execute_job("other", "")).await;
+    env.wait_for::<ExecuteJob>("other", WAIT, |o| run_of(o).job_id.is_some())
+        .await;
+    env.stop_operator().await;
+    let before = env.api::<ExecuteJob>().get("stale").await.unwrap();
+    let searches = env.calls(System::Job, "list").await;
+
+    // The copy a lagging cache would hold: the intent written, the job id not yet, at an older
+    // resourceVersion.
+    let mut stale = before.clone();
+    stale.metadata.resource_version = created[0].metadata.resource_version.clone();
+    let seen = stale.status.as_mut().expect("a status");
+    seen.phase = Some(Phase::Submitting);
+    let run = seen.run.as_mut().expect("a run");
+    run.phase = Phase::Submitting;
+    run.job_id = None;
+    run.job_url = None;
+    run.submitted_at = None;
+    run.completion_time = None;
+
+    // A fresh operator context (nothing in memory) reconciles the copy from before the id write.
+    let ctx = bkops::controller::Context::new(
+        env.ns.client(),
+        env.operator_config(),
+        std::sync::Arc::new(bkops::controller::metrics::Metrics::default()),
+    );
+    let outcome = bkops::controller::reconcile::Reconciler::new(&ctx, stale, "ExecuteJob")
+        .expect("a named object")
+        .run()
+        .await;
+    let err = outcome.expect_err("the write of a decision on a stale copy is refused");
+    assert_eq!(err.category(), "conflict", "{err}");
+    assert!(
+        env.calls(System::Job, "list").await > searches,
+        "the stale copy did lead to a search (the scenario is real)"
+    );
+
+    let after = env.api::<ExecuteJob>().get("stale").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "nothing was written"
+    );
+    assert_eq!(run_of(&after).job_id, run_of(&running).job_id);
+    assert_ne!(status(&after).phase, Some(Phase::Unknown));
+    assert_eq!(env.creates(System::Job).await, 2, "one create per object");
     env.stop().await;
 }

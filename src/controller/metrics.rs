@@ -55,6 +55,13 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// Labels of a published (or not) Event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// published, failed, dropped.
+    pub outcome: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub phase_transitions: Family<PhaseLabels, Counter>,
     /// Status writes by kind.
     pub status_writes: Family<ReconcileLabels, Counter>,
+    /// Events by outcome.
+    pub events: Family<OutcomeLabels, Counter>,
     /// 1 while this replica leads (or leader election is off).
     pub leader: Gauge,
     /// Job resources by kind and phase, counted from the controllers' caches at scrape time.
@@ -93,6 +102,7 @@ impl Default for Metrics {
         });
         let phase_transitions = Family::default();
         let status_writes = Family::default();
+        let events = Family::default();
         let leader = Gauge::default();
         let runs = Family::<PhaseLabels, Gauge>::default();
         registry.register(
@@ -125,6 +135,11 @@ impl Default for Metrics {
             "Status writes by kind and reason",
             status_writes.clone(),
         );
+        registry.register(
+            "events",
+            "Kubernetes Events by outcome: published, failed, dropped (queue full)",
+            events.clone(),
+        );
         registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register("runs", "Job resources by kind and phase", runs.clone());
         Metrics {
@@ -135,6 +150,7 @@ impl Default for Metrics {
             bk_call_seconds,
             phase_transitions,
             status_writes,
+            events,
             leader,
             runs,
             stores: std::sync::Mutex::new(Vec::new()),
@@ -153,6 +169,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((kind, store));
+    }
+
+    /// Counts an Event by outcome.
+    pub fn count_event(&self, outcome: &'static str) {
+        self.events.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     fn count_runs(&self) {

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod connection;
+pub mod events;
 pub mod metrics;
 pub mod reconcile;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
@@ -23,13 +24,14 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::common::FIELD_MANAGER;
 use crate::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
 use batch::BkflowBatcher;
 use connection::Connections;
+use events::Events;
 use metrics::{Metrics, ReconcileLabels};
 use reconcile::{Error, Reconciler, Timings};
 
@@ -99,8 +101,8 @@ pub struct Context {
     pub connections: Connections,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// Events, published off the reconcile path.
+    pub events: Events,
     /// In-memory timings.
     pub timings: Mutex<Timings>,
     /// BKFlow batch poller.
@@ -108,7 +110,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for `client` and `config`.
+    /// A context for `client` and `config`. Starts the Event publishers, so it must be called on a
+    /// Tokio runtime.
     pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: "bkops".into(),
@@ -116,7 +119,7 @@ impl Context {
         };
         Context {
             connections: Connections::new(client.clone(), config.default_connection.clone()),
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::start(client.clone(), reporter, metrics.clone()),
             client,
             config,
             metrics,
@@ -211,9 +214,7 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error:
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(%ns, %name, error = %e, "could not publish an Event for a malformed object");
-    }
+    ctx.events.publish(event, reference);
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<K>(&()));
     if let Err(e) = api
@@ -240,7 +241,12 @@ fn error_policy<K: KindName>(_obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Con
         "conflict" => 0.5,
         _ => 5.0,
     };
-    warn!(kind = K::NAME, error = %err, "reconcile failed");
+    if err.category() == "conflict" {
+        // A decision made on a cache that was behind the object: decided again shortly.
+        debug!(kind = K::NAME, error = %err, "status write conflicted; deciding again");
+    } else {
+        warn!(kind = K::NAME, error = %err, "reconcile failed");
+    }
     Action::requeue(Duration::from_secs_f64(
         base * rand::rng().random_range(1.0..2.0),
     ))
@@ -448,6 +454,7 @@ pub async fn run(
     health.set_ready(false);
     controllers.cancel();
     while tasks.join_next().await.is_some() {}
+    ctx.events.flush(Duration::from_secs(5)).await;
     if let Some((rx, handle)) = leadership {
         // Dropping the receiver makes the manager release the Lease.
         drop(rx);

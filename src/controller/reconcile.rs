@@ -34,8 +34,9 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    /// The object has no namespace or name (cannot happen for namespaced kinds).
-    #[error("object without namespace or name")]
+    /// The object has no namespace, name or resourceVersion (cannot happen for a namespaced
+    /// object read from the API server).
+    #[error("object without namespace, name or resourceVersion")]
     Unnamed,
 }
 
@@ -67,6 +68,9 @@ pub struct Timings {
     /// yet: it rides on the next status write instead of a write of its own (a start is safe
     /// to repeat should the operator restart before that).
     started: HashMap<String, String>,
+    /// Run key per object whose job id this process recorded. A cache that still shows that run
+    /// without a job id is behind the operator's own write, not a create to resolve.
+    recorded: HashMap<String, String>,
 }
 
 impl Timings {
@@ -75,6 +79,7 @@ impl Timings {
         self.last_poll.remove(uid);
         self.last_progress_write.remove(uid);
         self.started.remove(uid);
+        self.recorded.remove(uid);
     }
 }
 
@@ -86,19 +91,21 @@ fn outcome(class: ErrorClass) -> &'static str {
     }
 }
 
-/// The status a write is diffed against.
+/// How the record of a job is written.
 #[derive(Clone, Copy)]
-enum Base<'s> {
-    /// Exactly the object's status now: what the fenced intent write just left.
-    Live(&'s JobStatus),
-    /// As the cache had it: may be behind the object.
-    Cached(&'s JobStatus),
+enum Record<'s> {
+    /// After this reconcile's fenced intent and create, on the status that intent left: the job
+    /// exists, so its record must land (on a conflict, against a fresh read, until it does).
+    Created(&'s JobStatus),
+    /// On this reconcile's decision (an adoption, a job found by search), on the status the
+    /// decision saw: written only if the object is still there; a conflict decides again.
+    Decided(&'s JobStatus),
 }
 
-impl<'s> Base<'s> {
+impl<'s> Record<'s> {
     fn status(self) -> &'s JobStatus {
         match self {
-            Base::Live(s) | Base::Cached(s) => s,
+            Record::Created(s) | Record::Decided(s) => s,
         }
     }
 }
@@ -133,6 +140,9 @@ pub struct Reconciler<'a, K: JobKind> {
     uid: String,
     generation: i64,
     kind: &'static str,
+    /// The resourceVersion every status write of this reconcile is conditional on: the cached
+    /// object's, which the decision was made on, then that of the reconcile's own last write.
+    rv: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a, K: JobKind> Reconciler<'a, K> {
@@ -143,7 +153,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let uid = obj.meta().uid.clone().unwrap_or_default();
         let generation = obj.meta().generation.unwrap_or(0);
         let api = Api::namespaced(ctx.client.clone(), &ns);
+        let rv = std::sync::Mutex::new(obj.resource_version());
         Ok(Reconciler {
+            rv,
             ctx,
             obj,
             api,
@@ -219,8 +231,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Decision::AddFinalizer => self.set_finalizer(true).await,
             Decision::RemoveFinalizer { warning } => {
                 if let Some(w) = warning {
-                    self.event(EventType::Warning, "CleanupIncomplete", &w)
-                        .await;
+                    self.event(EventType::Warning, "CleanupIncomplete", &w);
                 }
                 self.set_finalizer(false).await
             }
@@ -240,7 +251,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     run,
                     Utc::now(),
                 );
-                self.write(&status, new, None).await?;
+                self.write(&status, new).await?;
                 Ok(Action::await_change())
             }
             Decision::Submit {
@@ -274,7 +285,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                         status.run.clone(),
                         Utc::now(),
                     );
-                    self.write(&status, new, None).await?;
+                    self.write(&status, new).await?;
                 }
                 Ok(requeue
                     .map(Action::requeue)
@@ -290,32 +301,40 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             .await
     }
 
-    /// Writes `new` over `old` as a minimal merge patch; with `rv`, only if the object is still
-    /// at that resourceVersion. Publishes an Event when the phase changed.
-    async fn write(
-        &self,
-        old: &JobStatus,
-        new: JobStatus,
-        rv: Option<&str>,
-    ) -> Result<bool, Error> {
+    /// Writes `new` over `old` as a minimal merge patch, only if the object is still at the
+    /// resourceVersion this reconcile's decisions were made on (its own last write's, or the
+    /// cached one's): a decision made on a stale cache must not overwrite what it did not see
+    /// (409, and the next reconcile decides again). Publishes an Event when the phase changed.
+    async fn write(&self, old: &JobStatus, new: JobStatus) -> Result<bool, Error> {
+        let rv = self
+            .rv
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Unnamed)?;
+        self.write_at(old, new, &rv).await
+    }
+
+    /// [`Self::write`] against the object at `rv`.
+    async fn write_at(&self, old: &JobStatus, new: JobStatus, rv: &str) -> Result<bool, Error> {
         let (Ok(old_v), Ok(new_v)) = (serde_json::to_value(old), serde_json::to_value(&new)) else {
             return Ok(false);
         };
         let Some(diff) = merge_diff(&old_v, &new_v) else {
             return Ok(false);
         };
-        let mut patch = json!({ "status": diff });
-        if let Some(rv) = rv {
-            patch["metadata"] = json!({ "resourceVersion": rv });
-        }
-        self.api
+        let patch = json!({ "metadata": { "resourceVersion": rv }, "status": diff });
+        let written = self
+            .api
             .patch_status(
                 &self.name,
                 &PatchParams::apply(FIELD_MANAGER),
                 &Patch::Merge(&patch),
             )
             .await?;
-        let why = if rv.is_some() {
+        *self.rv.lock().unwrap_or_else(|e| e.into_inner()) = written.resource_version();
+        let new_run = new.run.as_ref().map(|r| &r.key);
+        let why = if new_run.is_some() && new_run != old.run.as_ref().map(|r| &r.key) {
             "intent"
         } else if progress_only(old, &new) {
             "progress"
@@ -354,42 +373,47 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 _ => EventType::Normal,
             };
             let message = new.message.clone().unwrap_or_default();
-            self.event(type_, phase.as_str(), &message).await;
+            self.event(type_, phase.as_str(), &message);
         }
         Ok(true)
     }
 
-    /// Writes until it lands (the record of a created job must not be lost), within a budget.
-    async fn write_until_landed(&self, base: Base<'_>, new: JobStatus) -> Result<(), Error> {
+    /// Writes until it lands (the record of a created job must not be lost), within a budget:
+    /// on a conflict or an error, reads the object and writes against what it holds.
+    /// `current` is the status this reconcile's own last write left.
+    async fn write_until_landed(&self, current: &JobStatus, new: JobStatus) -> Result<(), Error> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
-        let (status, mut live) = match base {
-            Base::Live(s) => (s, Some(s.clone())),
-            Base::Cached(s) => (s, None),
-        };
+        // Right after its own write the reconcile knows the object without a read.
+        let mut known = Some(current.clone());
         loop {
-            // Against the live status: a cached one may be behind our own intent write. Only the
-            // first attempt right after the fenced intent write knows it without a read.
-            let current = match live.take() {
-                Some(l) => l,
+            let attempt = match known.take() {
+                Some(current) => self.write(&current, new.clone()).await,
                 None => match self.api.get_status(&self.name).await {
-                    Ok(o) => o.job_status().cloned().unwrap_or_default(),
-                    Err(_) => status.clone(),
+                    Ok(o) => {
+                        let current = o.job_status().cloned().unwrap_or_default();
+                        let rv = o.resource_version().unwrap_or_default();
+                        self.write_at(&current, new.clone(), &rv).await
+                    }
+                    Err(e) => Err(e.into()),
                 },
             };
-            match self.write(&current, new.clone(), None).await {
+            match attempt {
                 Ok(_) => return Ok(()),
                 Err(e) if started.elapsed() < ID_WRITE_BUDGET => {
-                    warn!(ns = %self.ns, name = %self.name, error = %e, "recording the job id failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    if !matches!(&e, Error::Kube(kube::Error::Api(s)) if s.code == 409) {
+                        warn!(ns = %self.ns, name = %self.name, error = %e, "recording the job id failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+    /// Queues an Event about this object (published off the reconcile path).
+    fn event(&self, type_: EventType, reason: &str, note: &str) {
         let reference = ObjectReference {
             api_version: Some(K::api_version(&()).into_owned()),
             kind: Some(K::kind(&()).into_owned()),
@@ -407,14 +431,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             action: "Reconcile".into(),
             secondary: None,
         };
-        // Events are best effort: publish them off the reconcile's path, so that a busy API
-        // server does not hold a submission up behind its Event.
-        let recorder = self.ctx.recorder.clone();
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&ev, &reference).await {
-                debug!(error = %e, "publishing an Event failed");
-            }
-        });
+        self.ctx.events.publish(ev, reference);
     }
 
     fn record_call<T, E: std::ops::Deref<Target = BkError>>(
@@ -467,7 +484,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             now,
         );
         push_history(&mut new.history, &run);
-        self.write(status, new, None).await?;
+        self.write(status, new).await?;
         Ok(after_run_end())
     }
 
@@ -531,7 +548,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 Utc::now(),
             )
         };
-        self.write(status, new, None).await?;
+        self.write(status, new).await?;
         Ok(Action::requeue(Duration::from_secs(30)))
     }
 
@@ -572,34 +589,21 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     status.run.clone(),
                     Utc::now(),
                 );
-                self.write(&status, new, None).await?;
+                self.write(&status, new).await?;
                 return Ok(Action::await_change());
             }
         };
 
-        // The fence: decide again on a fresh read and write the intent only if the object is
-        // still where this decision was made. Whoever moves first wins; the other requeues.
-        let fresh = match self.api.get(&self.name).await {
-            Ok(f) => f,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
-        };
-        let fresh_status = fresh.job_status().cloned().unwrap_or_default();
-        let again = self.observe(&fresh, &fresh_status);
-        if again
-            != (Decision::Submit {
-                attempt,
-                retries,
-                adopt: adopt.clone(),
-            })
-        {
-            debug!(ns = %self.ns, name = %self.name, "the object moved since the cache; deciding again");
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
-        let generation = fresh.meta().generation.unwrap_or(self.generation);
-        let trigger = Self::trigger(&fresh);
+        // The fence (DESIGN §5): the intent is written only if the object is still at the
+        // resourceVersion this decision was made on. The API server compares and swaps, so a
+        // write that lands proves the cached copy was the current object; a stale cache, a
+        // person's edit or another operator makes it fail with 409, and no call is made.
+        // (DESIGN §5 reads the object fresh first; that only narrows the window for a conflict,
+        // and it costs a request per submission on a busy API server, see BENCHMARKS.md.)
+        let generation = self.generation;
+        let trigger = Self::trigger(&self.obj);
         let now = Utc::now();
-        let mut base = fresh_status.clone();
+        let mut base = status.clone();
         if let Some(previous) = &base.run
             && previous.key != key
             && previous.phase != Phase::Pending
@@ -630,14 +634,10 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Some(run.clone()),
             now,
         );
-        let rv = fresh.resource_version();
-        match self
-            .write(&fresh_status, intent.clone(), rv.as_deref())
-            .await
-        {
+        match self.write(&status, intent.clone()).await {
             Ok(_) => {}
             Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {
-                debug!(ns = %self.ns, name = %self.name, "intent write lost the race; no BlueKing call");
+                debug!(ns = %self.ns, name = %self.name, "the object moved since this decision; no BlueKing call, deciding again");
                 return Ok(Action::requeue(Duration::from_millis(500)));
             }
             Err(e) => return Err(e),
@@ -654,7 +654,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 .inc();
             info!(ns = %self.ns, name = %self.name, %key, job = %job, "following an existing job (adoptJobId)");
             return self
-                .record_job(Base::Live(&intent), run, job, None, true, false)
+                .record_job(Record::Created(&intent), run, job, None, true, false)
                 .await;
         }
         let Some(request) = request else {
@@ -677,7 +677,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 info!(ns = %self.ns, name = %self.name, %key, job = %sub.job, "submitted");
                 let needs_start = sub.needs_start;
                 self.record_job(
-                    Base::Live(&intent),
+                    Record::Created(&intent),
                     run,
                     sub.job,
                     sub.job_url,
@@ -741,7 +741,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 if phase == Phase::Failed {
                     push_history(&mut new.history, &run);
                 }
-                self.write_until_landed(Base::Live(&intent), new).await?;
+                self.write_until_landed(&intent, new).await?;
                 Ok(next)
             }
         }
@@ -750,7 +750,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
     /// Records the job of `run` (created or adopted), then starts it where needed.
     async fn record_job(
         &self,
-        base: Base<'_>,
+        base: Record<'_>,
         mut run: RunStatus,
         job: JobRef,
         job_url: Option<String>,
@@ -775,7 +775,18 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Some(run.clone()),
             now,
         );
-        self.write_until_landed(base, new.clone()).await?;
+        match base {
+            Record::Created(current) => self.write_until_landed(current, new.clone()).await?,
+            Record::Decided(seen) => {
+                self.write(seen, new.clone()).await?;
+            }
+        }
+        self.ctx
+            .timings
+            .lock()
+            .await
+            .recorded
+            .insert(self.uid.clone(), run.key.clone());
         if needs_start {
             return self.start_job(new, run, job).await;
         }
@@ -854,8 +865,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     EventType::Warning,
                     "AdoptRefused",
                     &format!("cannot adopt job {job_id}: {e}"),
-                )
-                .await;
+                );
                 return Ok(Action::await_change());
             }
         };
@@ -863,10 +873,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             EventType::Normal,
             "Adopted",
             &format!("a person named {job} as the job of run {}", run.key),
-        )
-        .await;
+        );
         let two_phase = self.obj.two_phase();
-        self.record_job(Base::Cached(&status), run, job, None, true, two_phase)
+        self.record_job(Record::Decided(&status), run, job, None, true, two_phase)
             .await
     }
 
@@ -874,6 +883,12 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let Some(run) = status.run.clone() else {
             return Ok(Action::await_change());
         };
+        // This process recorded the run's job: the cache has not caught up with that write yet
+        // (a busy API server's watch can lag by seconds). Nothing to resolve; look again soon.
+        if self.ctx.timings.lock().await.recorded.get(&self.uid) == Some(&run.key) {
+            debug!(ns = %self.ns, name = %self.name, key = %run.key, "cache behind the recorded job id; waiting for it");
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
         let conn = match self.connection().await {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
@@ -945,10 +960,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     EventType::Normal,
                     "Found",
                     &format!("found {job} for run {} after an unclear create", run.key),
-                )
-                .await;
+                );
                 let two_phase = self.obj.two_phase();
-                self.record_job(Base::Cached(&status), run, job, None, true, two_phase)
+                self.record_job(Record::Decided(&status), run, job, None, true, two_phase)
                     .await
             }
             0 if (now - intent_at).to_std().unwrap_or_default() < self.ctx.config.resolve_grace => {
@@ -998,7 +1012,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Some(run),
             Utc::now(),
         );
-        self.write(status, new, None).await?;
+        self.write(status, new).await?;
         Ok(Action::await_change())
     }
 
@@ -1095,7 +1109,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         );
         if phase.is_final() {
             push_history(&mut new.history, &new_run);
-            self.write(&status, new, None).await?;
+            self.write(&status, new).await?;
             self.ctx.timings.lock().await.forget(&self.uid);
             return Ok(after_run_end());
         }
@@ -1109,7 +1123,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 .get(&self.uid)
                 .is_some_and(|t| t.elapsed() < PROGRESS_WRITE_INTERVAL);
         if !throttled {
-            self.write(&status, new, None).await?;
+            self.write(&status, new).await?;
         }
         Ok(Action::requeue(poll_interval(self.ctx, &new_run)))
     }
@@ -1144,8 +1158,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     EventType::Warning,
                     "CancelFailed",
                     &format!("BlueKing refused to cancel {job}: {e}"),
-                )
-                .await;
+                );
                 CancelOutcome::NotSupported
             }
         };
@@ -1156,15 +1169,13 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 "{} cannot cancel {job}; it may still be running",
                 K::SYSTEM.as_str()
             );
-            self.event(EventType::Warning, "CancelNotSupported", &note)
-                .await;
+            self.event(EventType::Warning, "CancelNotSupported", &note);
         } else {
             self.event(
                 EventType::Normal,
                 "CancelRequested",
                 &format!("cancel requested for {job}"),
-            )
-            .await;
+            );
         }
         if deadline {
             let secs = self
@@ -1210,7 +1221,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Some(run.clone()),
             now,
         );
-        self.write(&status, new, None).await?;
+        self.write(&status, new).await?;
         Ok(Action::requeue(Duration::from_millis(500)))
     }
 
@@ -1229,7 +1240,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let conn = match self.connection().await {
             Ok(c) => c,
             Err(e) => {
-                self.event(EventType::Warning, "CleanupIncomplete", &format!("deleted with deletionPolicy Cancel, but the connection is unusable ({e}); the job was not cancelled")).await;
+                self.event(EventType::Warning, "CleanupIncomplete", &format!("deleted with deletionPolicy Cancel, but the connection is unusable ({e}); the job was not cancelled"));
                 return self.set_finalizer(false).await;
             }
         };
@@ -1245,16 +1256,13 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         self.record_call(K::SYSTEM.as_str(), "cancel", started, &result.as_ref());
         match result {
             Ok(CancelOutcome::NotSupported) => {
-                self.event(EventType::Warning, "CancelNotSupported", &format!("deleted with deletionPolicy Cancel, but {} cannot cancel {job}; it may still be running", K::SYSTEM.as_str())).await;
+                self.event(EventType::Warning, "CancelNotSupported", &format!("deleted with deletionPolicy Cancel, but {} cannot cancel {job}; it may still be running", K::SYSTEM.as_str()));
             }
-            Ok(_) => {
-                self.event(
-                    EventType::Normal,
-                    "CancelledOnDelete",
-                    &format!("cancel requested for {job} before deletion"),
-                )
-                .await
-            }
+            Ok(_) => self.event(
+                EventType::Normal,
+                "CancelledOnDelete",
+                &format!("cancel requested for {job} before deletion"),
+            ),
             Err(e) if e.class() == ErrorClass::Transient && !give_up => {
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
@@ -1263,14 +1271,13 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     EventType::Warning,
                     "CleanupIncomplete",
                     &format!("cancelling {job} failed ({e}); letting the object go"),
-                )
-                .await;
+                );
             }
         }
         run.cancel_requested_at = Some(Utc::now());
         let mut new = status.clone();
         new.run = Some(run);
-        let _ = self.write(&status, new, None).await;
+        let _ = self.write(&status, new).await;
         self.set_finalizer(false).await
     }
 }
