@@ -76,8 +76,9 @@ pub struct RunArgs {
     /// Lease duration in seconds.
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
-    /// Reconciles at once, per kind.
-    #[arg(long, env = "BKOPS_CONCURRENCY", default_value_t = 16)]
+    /// Reconciles at once, per kind. They wait on the API server and BlueKing, not on CPU;
+    /// BlueKing calls are capped on their own by each connection's `rateLimit`.
+    #[arg(long, env = "BKOPS_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
     /// Seconds an unclear create is searched for before the run turns `Unknown`.
     #[arg(long, env = "BKOPS_RESOLVE_GRACE_SECONDS", default_value_t = 60.0)]

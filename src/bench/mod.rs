@@ -57,8 +57,8 @@ pub struct BenchArgs {
     /// The connection's cap on calls in flight.
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: u32,
-    /// The operator's reconciles at once, per kind.
-    #[arg(long, default_value_t = 16)]
+    /// The operator's reconciles at once, per kind (the operator's default).
+    #[arg(long, default_value_t = 64)]
     pub concurrency: u16,
     /// The operator's first poll interval, in seconds.
     #[arg(long, default_value_t = 2.0)]

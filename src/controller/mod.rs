@@ -63,7 +63,7 @@ impl Default for OperatorConfig {
         OperatorConfig {
             namespaces: Vec::new(),
             default_connection: None,
-            concurrency: 16,
+            concurrency: 64,
             resolve_grace: Duration::from_secs(60),
             poll_initial: Duration::from_secs(2),
             poll_max: Duration::from_secs(30),
