@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use super::metrics::Metrics;
 
 /// Events waiting to be published; beyond this, new ones are dropped.
-pub const QUEUE_CAPACITY: usize = 4096;
+pub const QUEUE_CAPACITY: usize = 16_384;
 /// Events published at once.
 pub const PUBLISHERS: usize = 4;
 

@@ -51,6 +51,9 @@ impl Error {
     }
 }
 
+/// How long a reconcile waits for the cache to show the operator's own last write before it
+/// decides on what the cache has (a decision on an older copy could only fail its write).
+const CACHE_CATCH_UP: Duration = Duration::from_secs(5);
 /// How long status writes of mere progress wait after the last one.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a record of a create's job id is retried before the run is left to be resolved.
@@ -71,6 +74,9 @@ pub struct Timings {
     /// Run key per object whose job id this process recorded. A cache that still shows that run
     /// without a job id is behind the operator's own write, not a create to resolve.
     recorded: HashMap<String, String>,
+    /// The resourceVersion of this process's last status write per object, and when. Kept for
+    /// [`CACHE_CATCH_UP`] (not forgotten at a run's end: the end write is one to wait for).
+    written: HashMap<String, (String, Instant)>,
 }
 
 impl Timings {
@@ -203,6 +209,15 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
 
     /// Decides and acts.
     pub async fn run(self) -> Result<Action, Error> {
+        // A busy API server's watch lags the operator's own writes by seconds. Deciding on the
+        // older copy would repeat polls and starts and then lose the write to a conflict: wait
+        // for the cache instead (bounded: a person's edit since also moves the version).
+        if let Some((rv, at)) = self.ctx.timings.lock().await.written.get(&self.uid)
+            && self.obj.meta().resource_version.as_ref() != Some(rv)
+            && at.elapsed() < CACHE_CATCH_UP
+        {
+            return Ok(Action::requeue(Duration::from_millis(250)));
+        }
         let status = self.status();
         let decision = self.observe(&self.obj, &status);
         debug!(kind = self.kind, ns = %self.ns, name = %self.name, ?decision, "reconcile");
@@ -333,6 +348,17 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             )
             .await?;
         *self.rv.lock().unwrap_or_else(|e| e.into_inner()) = written.resource_version();
+        if let Some(rv) = written.resource_version() {
+            let mut timings = self.ctx.timings.lock().await;
+            if timings.written.len() > 4096 {
+                timings
+                    .written
+                    .retain(|_, (_, at)| at.elapsed() < CACHE_CATCH_UP);
+            }
+            timings
+                .written
+                .insert(self.uid.clone(), (rv, Instant::now()));
+        }
         let new_run = new.run.as_ref().map(|r| &r.key);
         let why = if new_run.is_some() && new_run != old.run.as_ref().map(|r| &r.key) {
             "intent"
