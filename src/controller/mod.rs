@@ -146,7 +146,32 @@ impl KindName for ExecuteJob {
     const NAME: &'static str = "ExecuteJob";
 }
 
+/// The reconciles of one kind: at most `concurrency` at once, taken in the order they became
+/// due. kube-runtime's own limit picks the next among the due objects in hash order, so under a
+/// backlog (thousands applied at once) some waited far longer than others; tokio's semaphore is
+/// first in, first out. Waiting here costs a small future per due object.
+struct Slots {
+    permits: tokio::sync::Semaphore,
+    stopping: CancellationToken,
+}
+
 async fn reconcile<K: JobKind + KindName>(
+    obj: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+    slots: Arc<Slots>,
+) -> Result<Action, Error> {
+    let Ok(_slot) = slots.permits.acquire().await else {
+        return Ok(Action::await_change());
+    };
+    if slots.stopping.is_cancelled() {
+        // Shutting down: reconciles still waiting for a slot start nothing new.
+        return Ok(Action::await_change());
+    }
+    // Boxed: the reconcile's state machine is large, and only the ones holding a slot need it.
+    Box::pin(reconcile_one::<K>(obj, ctx)).await
+}
+
+async fn reconcile_one<K: JobKind + KindName>(
     obj: Arc<DynamicObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
@@ -285,11 +310,20 @@ async fn run_kind<K: JobKind + KindName>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
-    let concurrency = ctx.config.concurrency;
+    let slots = Arc::new(Slots {
+        permits: tokio::sync::Semaphore::new(usize::from(ctx.config.concurrency)),
+        stopping: token.clone(),
+    });
+    // No limit in kube-runtime (it still never reconciles one object twice at once): `Slots` is
+    // the limit.
     Controller::for_stream_with(stream, reader, ar)
-        .with_config(controller::Config::default().concurrency(concurrency))
+        .with_config(controller::Config::default())
         .graceful_shutdown_on(token.cancelled_owned())
-        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .run(
+            move |obj, ctx| reconcile::<K>(obj, ctx, slots.clone()),
+            error_policy::<K>,
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 match e {
