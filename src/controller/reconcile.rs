@@ -51,9 +51,11 @@ impl Error {
     }
 }
 
-/// How long a reconcile waits for the cache to show the operator's own last write before it
-/// decides on what the cache has (a decision on an older copy could only fail its write).
-const CACHE_CATCH_UP: Duration = Duration::from_secs(5);
+/// How long a reconcile waits at most for the cache to show the operator's own last status
+/// write before it decides on what the cache has (a decision on an older copy could only fail
+/// its write). Only the operator writes status, so the wait normally ends when the watch
+/// delivers that write; the bound covers someone else writing status meanwhile.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(30);
 /// How long status writes of mere progress wait after the last one.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a record of a create's job id is retried before the run is left to be resolved.
@@ -74,9 +76,9 @@ pub struct Timings {
     /// Run key per object whose job id this process recorded. A cache that still shows that run
     /// without a job id is behind the operator's own write, not a create to resolve.
     recorded: HashMap<String, String>,
-    /// The resourceVersion of this process's last status write per object, and when. Kept for
-    /// [`CACHE_CATCH_UP`] (not forgotten at a run's end: the end write is one to wait for).
-    written: HashMap<String, (String, Instant)>,
+    /// A hash of the status this process's last status write left per object, and when. Kept
+    /// for [`CACHE_CATCH_UP`] (not forgotten at a run's end: the end write is one to wait for).
+    written: HashMap<String, (u64, Instant)>,
 }
 
 impl Timings {
@@ -87,6 +89,14 @@ impl Timings {
         self.started.remove(uid);
         self.recorded.remove(uid);
     }
+}
+
+/// Identifies a status as the API server holds it (for "does the cache show our write yet").
+fn status_hash(status: Option<&JobStatus>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(&status).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 fn outcome(class: ErrorClass) -> &'static str {
@@ -211,9 +221,10 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
     pub async fn run(self) -> Result<Action, Error> {
         // A busy API server's watch lags the operator's own writes by seconds. Deciding on the
         // older copy would repeat polls and starts and then lose the write to a conflict: wait
-        // for the cache instead (bounded: a person's edit since also moves the version).
-        if let Some((rv, at)) = self.ctx.timings.lock().await.written.get(&self.uid)
-            && self.obj.meta().resource_version.as_ref() != Some(rv)
+        // until the cache shows the status this process wrote last. A person's edit since
+        // (spec, annotations) leaves that status as it is, so it does not hold the wait up.
+        if let Some((hash, at)) = self.ctx.timings.lock().await.written.get(&self.uid)
+            && status_hash(self.obj.job_status()) != *hash
             && at.elapsed() < CACHE_CATCH_UP
         {
             return Ok(Action::requeue(Duration::from_millis(250)));
@@ -348,7 +359,8 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             )
             .await?;
         *self.rv.lock().unwrap_or_else(|e| e.into_inner()) = written.resource_version();
-        if let Some(rv) = written.resource_version() {
+        {
+            let hash = status_hash(written.job_status());
             let mut timings = self.ctx.timings.lock().await;
             if timings.written.len() > 4096 {
                 timings
@@ -357,7 +369,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             }
             timings
                 .written
-                .insert(self.uid.clone(), (rv, Instant::now()));
+                .insert(self.uid.clone(), (hash, Instant::now()));
         }
         let new_run = new.run.as_ref().map(|r| &r.key);
         let why = if new_run.is_some() && new_run != old.run.as_ref().map(|r| &r.key) {
