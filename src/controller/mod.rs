@@ -262,16 +262,14 @@ fn error_policy<K: KindName>(_obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Con
             outcome: err.category(),
         })
         .inc();
-    let base = match err.category() {
-        "conflict" => 0.5,
-        _ => 5.0,
-    };
-    if err.category() == "conflict" {
+    let base = if err.category() == "conflict" {
         // A decision made on a cache that was behind the object: decided again shortly.
         debug!(kind = K::NAME, error = %err, "status write conflicted; deciding again");
+        0.5
     } else {
         warn!(kind = K::NAME, error = %err, "reconcile failed");
-    }
+        5.0
+    };
     Action::requeue(Duration::from_secs_f64(
         base * rand::rng().random_range(1.0..2.0),
     ))
