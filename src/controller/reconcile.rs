@@ -76,8 +76,9 @@ pub struct Timings {
     /// Run key per object whose job id this process recorded. A cache that still shows that run
     /// without a job id is behind the operator's own write, not a create to resolve.
     recorded: HashMap<String, String>,
-    /// A hash of the status this process's last status write left per object, and when. Kept
-    /// for [`CACHE_CATCH_UP`] (not forgotten at a run's end: the end write is one to wait for).
+    /// A hash of the status this process's last status write left per object, and when; removed
+    /// once the cache shows it or after [`CACHE_CATCH_UP`] (not forgotten at a run's end: the
+    /// end write is one to wait for).
     written: HashMap<String, (u64, Instant)>,
 }
 
@@ -223,11 +224,20 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         // older copy would repeat polls and starts and then lose the write to a conflict: wait
         // until the cache shows the status this process wrote last. A person's edit since
         // (spec, annotations) leaves that status as it is, so it does not hold the wait up.
-        if let Some((hash, at)) = self.ctx.timings.lock().await.written.get(&self.uid)
-            && status_hash(self.obj.job_status()) != *hash
-            && at.elapsed() < CACHE_CATCH_UP
-        {
-            return Ok(Action::requeue(Duration::from_millis(250)));
+        let awaited = self
+            .ctx
+            .timings
+            .lock()
+            .await
+            .written
+            .get(&self.uid)
+            .copied();
+        if let Some((hash, at)) = awaited {
+            if status_hash(self.obj.job_status()) != hash && at.elapsed() < CACHE_CATCH_UP {
+                return Ok(Action::requeue(Duration::from_millis(250)));
+            }
+            // Caught up (or given up on): nothing more to wait for until the next write.
+            self.ctx.timings.lock().await.written.remove(&self.uid);
         }
         let status = self.status();
         let decision = self.observe(&self.obj, &status);
