@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{JobStatus, Phase};
 use crate::controller::{OperatorConfig, default_identity};
-use crate::local::{Binaries, ControlPlane, ControlPlaneOptions, Locator};
+use crate::local::{Binaries, ControlPlane, ControlPlaneOptions, Locator, stop_command};
 use crate::sim::{Behaviour, JobView, SimConfig, SimControl, SimHandle, System};
 pub use manifests::{
     APPLY_MANAGER, JOB_KINDS, ManifestError, api_resource, apply_objects, apply_yaml,
@@ -893,13 +893,6 @@ impl Demo {
             stop = stop_command(cp.dir()),
         );
     }
-}
-
-/// Stops a detached control plane: the API server first, since it hangs for half a minute once
-/// etcd is gone.
-fn stop_command(dir: &Path) -> String {
-    let dir = dir.display();
-    format!("kill $(cat {dir}/kube-apiserver.pid); sleep 3; kill $(cat {dir}/etcd.pid)")
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {

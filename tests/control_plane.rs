@@ -301,12 +301,20 @@ async fn detached_control_plane_keeps_running_in_its_folder() {
     client.apiserver_version().await.unwrap();
     assert!(pids.iter().all(|pid| alive(*pid)));
 
-    for pid in &pids {
-        std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-    }
+    // The command `bkops demo --keep` prints: it returns once kube-apiserver has gone, and etcd
+    // then stops on its own SIGTERM.
+    let stop = bkops::local::stop_command(&dir);
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&stop)
+            .status(),
+    )
+    .await
+    .expect("the stop command returns within a minute")
+    .unwrap();
+    assert!(status.success(), "`{stop}`: {status}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while pids.iter().any(|pid| alive(*pid)) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

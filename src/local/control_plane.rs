@@ -346,7 +346,7 @@ impl ControlPlane {
     }
 
     /// Leaves both servers running after this process ends, and returns the folder (which is then
-    /// kept even if temporary). Its `kubeconfig` reaches them; stop them with `kill $(cat <dir>/kube-apiserver.pid); sleep 3; kill $(cat <dir>/etcd.pid)` (kube-apiserver first: it hangs for about 30 s once etcd is gone).
+    /// kept even if temporary). Its `kubeconfig` reaches them; [`stop_command`] stops them.
     pub fn detach(mut self) -> PathBuf {
         for server in [self.apiserver.take(), self.etcd.take()]
             .into_iter()
@@ -601,4 +601,15 @@ mod tests {
         assert_eq!(log_tail(&log, 2), "2\n3");
         assert!(log_tail(&dir.path().join("missing"), 2).starts_with("(unreadable"));
     }
+}
+
+/// A shell command that stops the control plane detached in `dir`: kube-apiserver first, and etcd
+/// only once kube-apiserver has exited (it hangs for about 30 s once etcd is gone). It waits for
+/// the exit rather than for a fixed time, since a loaded machine drains requests for longer.
+pub fn stop_command(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "kill $(cat {dir}/kube-apiserver.pid); tail --pid=$(cat {dir}/kube-apiserver.pid) -f /dev/null; \
+         kill $(cat {dir}/etcd.pid)"
+    )
 }

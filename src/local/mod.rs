@@ -32,7 +32,7 @@ mod process;
 use std::path::PathBuf;
 
 pub use binaries::{Binaries, K8S_VERSION, Locator};
-pub use control_plane::{ControlPlane, ControlPlaneOptions};
+pub use control_plane::{ControlPlane, ControlPlaneOptions, stop_command};
 pub use crds::install_crds;
 
 /// Why the local control plane could not be found, provisioned, started or used.
