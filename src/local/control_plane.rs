@@ -575,6 +575,17 @@ fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// A shell command that stops the control plane detached in `dir`: kube-apiserver first, and etcd
+/// only once kube-apiserver has exited (it hangs for about 30 s once etcd is gone). It waits for
+/// the exit rather than for a fixed time, since a loaded machine drains requests for longer.
+pub fn stop_command(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "kill $(cat {dir}/kube-apiserver.pid); tail --pid=$(cat {dir}/kube-apiserver.pid) -f /dev/null; \
+         kill $(cat {dir}/etcd.pid)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,15 +612,4 @@ mod tests {
         assert_eq!(log_tail(&log, 2), "2\n3");
         assert!(log_tail(&dir.path().join("missing"), 2).starts_with("(unreadable"));
     }
-}
-
-/// A shell command that stops the control plane detached in `dir`: kube-apiserver first, and etcd
-/// only once kube-apiserver has exited (it hangs for about 30 s once etcd is gone). It waits for
-/// the exit rather than for a fixed time, since a loaded machine drains requests for longer.
-pub fn stop_command(dir: &Path) -> String {
-    let dir = dir.display();
-    format!(
-        "kill $(cat {dir}/kube-apiserver.pid); tail --pid=$(cat {dir}/kube-apiserver.pid) -f /dev/null; \
-         kill $(cat {dir}/etcd.pid)"
-    )
 }
