@@ -460,10 +460,28 @@ async fn running_conditions_hold_still_and_cancel_stalls() {
 
     // A running job: polls, and a progress write, leave the conditions as they were.
     let mut long = Follow::new(&env, "AgentJob", "long");
-    long.settled(Phase::Running).await;
-    // After the first poll's write (upstream state and counts) ...
+    let first = long.settled(Phase::Running).await;
+    let since = tokio::time::Instant::now();
+    // Polls right after the job id write write nothing: progress waits ~10 s after any write.
+    let polls = system_calls(&env, System::Nodeman).await;
+    while system_calls(&env, System::Nodeman).await < polls + 3 {
+        assert!(
+            since.elapsed() < Duration::from_secs(8),
+            "no three polls in 8 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let quiet = long.until(Duration::ZERO, |_| true).await;
+    assert_eq!(
+        quiet["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"],
+        "a progress write within {:?} of the job id write",
+        since.elapsed()
+    );
+    // After the first progress write (upstream state and counts), which waits ~10 s after the
+    // job id write like every progress write ...
     let running = long
-        .until(Duration::from_secs(10), |o| {
+        .until(Duration::from_secs(25), |o| {
             o["status"]["run"]["summary"].is_object()
         })
         .await;

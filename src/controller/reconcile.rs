@@ -56,7 +56,10 @@ impl Error {
 /// its write). Only the operator writes status, so the wait normally ends when the watch
 /// delivers that write; the bound covers someone else writing status meanwhile.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(30);
-/// How long status writes of mere progress wait after the last one.
+/// How long a status write of mere progress waits after the object's last status write of any
+/// kind: the id write already says the job runs, so the first poll's counts wait too (under a
+/// burst of submissions they would otherwise add a write per object to a saturated API server,
+/// BENCHMARKS.md).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a record of a create's job id is retried before the run is left to be resolved.
 const ID_WRITE_BUDGET: Duration = Duration::from_secs(120);
@@ -68,7 +71,9 @@ const DELETE_CANCEL_BUDGET: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
 #[derive(Default)]
 pub struct Timings {
     last_poll: HashMap<String, Instant>,
-    last_progress_write: HashMap<String, Instant>,
+    /// When this process last wrote each object's status (progress writes wait for
+    /// [`PROGRESS_WRITE_INTERVAL`] after it).
+    last_write: HashMap<String, Instant>,
     /// Run key per object whose start call succeeded but whose `run.started` is not written
     /// yet: it rides on the next status write instead of a write of its own (a start is safe
     /// to repeat should the operator restart before that).
@@ -86,7 +91,7 @@ impl Timings {
     /// Forgets an object.
     pub fn forget(&mut self, uid: &str) {
         self.last_poll.remove(uid);
-        self.last_progress_write.remove(uid);
+        self.last_write.remove(uid);
         self.started.remove(uid);
         self.recorded.remove(uid);
     }
@@ -377,9 +382,15 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     .written
                     .retain(|_, (_, at)| at.elapsed() < CACHE_CATCH_UP);
             }
-            timings
-                .written
-                .insert(self.uid.clone(), (hash, Instant::now()));
+            if timings.last_write.len() > 4096 {
+                // An entry older than the interval throttles nothing.
+                timings
+                    .last_write
+                    .retain(|_, at| at.elapsed() < PROGRESS_WRITE_INTERVAL);
+            }
+            let now = Instant::now();
+            timings.written.insert(self.uid.clone(), (hash, now));
+            timings.last_write.insert(self.uid.clone(), now);
         }
         let new_run = new.run.as_ref().map(|r| &r.key);
         let why = if new_run.is_some() && new_run != old.run.as_ref().map(|r| &r.key) {
@@ -397,14 +408,6 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 outcome: why,
             })
             .inc();
-        if progress_only(old, &new) {
-            self.ctx
-                .timings
-                .lock()
-                .await
-                .last_progress_write
-                .insert(self.uid.clone(), Instant::now());
-        }
         if let Some(phase) = new.phase
             && old.phase != new.phase
         {
@@ -1167,7 +1170,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 .timings
                 .lock()
                 .await
-                .last_progress_write
+                .last_write
                 .get(&self.uid)
                 .is_some_and(|t| t.elapsed() < PROGRESS_WRITE_INTERVAL);
         if !throttled {
