@@ -12,6 +12,7 @@
 
 pub mod probe;
 pub mod status;
+pub mod targets;
 pub mod workload;
 
 use std::collections::{BTreeMap, HashMap};
@@ -778,5 +779,6 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         "bench process CPU: simulator, creates, watches (s)",
         &|r| format!("{:.1}", r.bench_cpu_secs),
     );
+    let _ = write!(s, "\nTargets:\n\n{}", targets::render(args, reports));
     s
 }

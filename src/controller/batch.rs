@@ -12,6 +12,10 @@ use super::connection::Resolved;
 use crate::bk::BkError;
 use crate::bk::facade::{JobRef, Progress};
 
+/// BKFlow polls of one space arriving within this window share one `get_tasks_states` call, so
+/// a space is polled at most ten times a second however many of its tasks run.
+pub const BKFLOW_BATCH_WINDOW: Duration = Duration::from_millis(100);
+
 type Answer = Result<Arc<HashMap<i64, Progress>>, Arc<BkError>>;
 
 struct Round {

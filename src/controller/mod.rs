@@ -124,7 +124,7 @@ impl Context {
             config,
             metrics,
             timings: Mutex::new(Timings::default()),
-            bkflow_batch: BkflowBatcher::new(Duration::from_millis(100)),
+            bkflow_batch: BkflowBatcher::new(batch::BKFLOW_BATCH_WINDOW),
         }
     }
 }

@@ -1,0 +1,250 @@
+//! The targets of issue 6, judged from the bench's own measurements: each line gives the measured
+//! value next to the target and whether it was met, so the report needs no hand-written verdicts.
+
+use std::fmt::Write as _;
+
+use super::workload::BKFLOW_SPACES;
+use super::{BenchArgs, RunReport};
+use crate::controller::batch::BKFLOW_BATCH_WINDOW;
+
+/// Status writes per run allowed in steady state: the intent, the job id, the end.
+pub const MAX_STATUS_WRITES: f64 = 3.0;
+/// Seconds between two progress writes of one object (DESIGN §6: "no more often than every ~10 s").
+pub const PROGRESS_INTERVAL_SECS: f64 = 10.0;
+/// BlueKing creates per run allowed.
+pub const MAX_CREATES: f64 = 1.0;
+/// The N at which the create → submit latency target applies, and the bound on its p99 (seconds).
+pub const SUBMIT_TARGET: (usize, f64) = (1000, 2.0);
+/// Operator throughput as a share of the bare-client ceiling.
+pub const MIN_THROUGHPUT_SHARE: f64 = 0.5;
+/// The N at which the memory target applies, and the bound on the operator's peak RSS (MiB).
+pub const RSS_TARGET: (usize, f64) = (5000, 150.0);
+
+/// One target line: what, measured, target, met.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// The target's name.
+    pub target: String,
+    /// The measured values, one per N where it applies.
+    pub measured: String,
+    /// The bound.
+    pub bound: String,
+    /// `None` when no run measured it (an N it needs was not run).
+    pub met: Option<bool>,
+}
+
+fn per_n(reports: &[RunReport], f: impl Fn(&RunReport) -> String) -> String {
+    reports
+        .iter()
+        .map(|r| format!("{} (N = {})", f(r), r.n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn all(reports: &[RunReport], ok: impl Fn(&RunReport) -> bool) -> Option<bool> {
+    (!reports.is_empty()).then(|| reports.iter().all(ok))
+}
+
+fn writes(r: &RunReport, reason: &str) -> f64 {
+    r.status_writes_by_reason
+        .get(reason)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Judges every target on the runs made.
+pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    // Rounded as the report prints them: 3.004 is three writes plus a rare retried one.
+    let steady = |r: &RunReport| writes(r, "intent") + writes(r, "change");
+    out.push(Verdict {
+        target: "status writes per run, steady state (intent + job id + end)".into(),
+        measured: per_n(reports, |r| format!("{:.2}", steady(r))),
+        bound: format!("≤ {MAX_STATUS_WRITES}"),
+        met: all(reports, |r| steady(r) <= MAX_STATUS_WRITES + 0.005),
+    });
+    let progress_bound = args.job_seconds / PROGRESS_INTERVAL_SECS;
+    out.push(Verdict {
+        target: format!(
+            "… plus progress writes, at most one per {PROGRESS_INTERVAL_SECS} s of a {} s job",
+            args.job_seconds
+        ),
+        measured: per_n(reports, |r| format!("{:.2}", writes(r, "progress"))),
+        bound: format!("≤ {progress_bound:.1}"),
+        met: all(reports, |r| writes(r, "progress") <= progress_bound + 0.005),
+    });
+    out.push(Verdict {
+        target: "BlueKing creates per run".into(),
+        measured: per_n(reports, |r| format!("{:.2}", r.creates_per_run)),
+        bound: format!("≤ {MAX_CREATES}"),
+        met: all(reports, |r| r.creates_per_run <= MAX_CREATES + 0.005),
+    });
+    // A token bucket lets through at most its burst plus qps calls in any one second.
+    let call_bound = f64::from(args.qps) + f64::from(args.burst);
+    out.push(Verdict {
+        target: "BlueKing calls in any 1-s window, within the connection's rate limit".into(),
+        measured: per_n(reports, |r| format!("{:.0}", r.peak_calls_per_sec)),
+        bound: format!("≤ qps + burst = {call_bound:.0}"),
+        met: all(reports, |r| r.peak_calls_per_sec <= call_bound),
+    });
+    let batch_bound = BKFLOW_SPACES.len() as f64 / BKFLOW_BATCH_WINDOW.as_secs_f64();
+    out.push(Verdict {
+        target: format!(
+            "BKFlow batch calls/s grow with spaces ({}), not tasks (N / 4); tasks per call in brackets",
+            BKFLOW_SPACES.len()
+        ),
+        measured: per_n(reports, |r| {
+            format!(
+                "{:.1} [{:.1}]",
+                r.bkflow_batch_calls_per_sec, r.bkflow_tasks_per_batch
+            )
+        }),
+        bound: format!(
+            "≤ spaces / batch window = {batch_bound:.0}/s at every N"
+        ),
+        met: all(reports, |r| r.bkflow_batch_calls_per_sec <= batch_bound),
+    });
+    let (submit_n, submit_bound) = SUBMIT_TARGET;
+    let at = |n: usize| reports.iter().find(|r| r.n == n);
+    out.push(Verdict {
+        target: format!("p99 create → BlueKing create at N = {submit_n}"),
+        measured: at(submit_n)
+            .map(|r| format!("{:.2} s (p50 {:.2} s)", r.submit_p99, r.submit_p50))
+            .unwrap_or_else(|| "not run".into()),
+        bound: format!("< {submit_bound} s"),
+        met: at(submit_n).map(|r| r.submit_p99 < submit_bound),
+    });
+    let with_ceiling: Vec<RunReport> = reports
+        .iter()
+        .filter(|r| r.ceiling.is_some())
+        .cloned()
+        .collect();
+    let share = |r: &RunReport| r.ceiling.map_or(0.0, |c| r.throughput / c);
+    out.push(Verdict {
+        target: "operator throughput / bare-client ceiling".into(),
+        measured: if with_ceiling.is_empty() {
+            "not run (--skip-ceiling)".into()
+        } else {
+            per_n(&with_ceiling, |r| format!("{:.0} %", 100.0 * share(r)))
+        },
+        bound: format!("≥ {:.0} %", 100.0 * MIN_THROUGHPUT_SHARE),
+        met: all(&with_ceiling, |r| share(r) >= MIN_THROUGHPUT_SHARE),
+    });
+    let (rss_n, rss_bound) = RSS_TARGET;
+    out.push(Verdict {
+        target: format!("operator peak RSS at N = {rss_n}"),
+        measured: at(rss_n)
+            .map(|r| format!("{:.1} MiB", r.rss_mib))
+            .unwrap_or_else(|| "not run".into()),
+        bound: format!("< {rss_bound} MiB"),
+        met: at(rss_n).map(|r| r.rss_mib < rss_bound),
+    });
+    out
+}
+
+/// The targets as a Markdown table.
+pub fn render(args: &BenchArgs, reports: &[RunReport]) -> String {
+    let mut s = String::from("| target | measured | target | met |\n| --- | --- | --- | :---: |\n");
+    for v in verdicts(args, reports) {
+        let met = match v.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(s, "| {} | {} | {} | {met} |", v.target, v.measured, v.bound);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn args() -> BenchArgs {
+        Cli::parse_from(["bench"]).bench
+    }
+
+    fn good(n: usize) -> RunReport {
+        RunReport {
+            n,
+            status_writes_by_reason: [("intent", 1.0), ("change", 2.0), ("progress", 1.6)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            creates_per_run: 1.0,
+            peak_calls_per_sec: 700.0,
+            bkflow_batch_calls_per_sec: 12.0,
+            bkflow_tasks_per_batch: 5.0,
+            submit_p50: 1.0,
+            submit_p99: 1.8,
+            throughput: 80.0,
+            ceiling: Some(140.0),
+            rss_mib: 120.0,
+            ..Default::default()
+        }
+    }
+
+    fn met(v: &[Verdict], starts: &str) -> Option<bool> {
+        v.iter()
+            .find(|v| v.target.starts_with(starts))
+            .unwrap_or_else(|| panic!("no target {starts}"))
+            .met
+    }
+
+    #[test]
+    fn every_target_met_when_every_figure_is_within_its_bound() {
+        let v = verdicts(&args(), &[good(100), good(1000), good(5000)]);
+        assert_eq!(v.len(), 8);
+        assert!(v.iter().all(|v| v.met == Some(true)), "{v:#?}");
+    }
+
+    #[test]
+    fn each_figure_past_its_bound_is_a_miss() {
+        let a = args();
+        let cases: Vec<(&str, Box<dyn Fn(&mut RunReport)>)> = vec![
+            ("status writes", Box::new(|r| {
+                r.status_writes_by_reason.insert("change".into(), 2.5);
+            })),
+            ("… plus progress", Box::new(|r| {
+                r.status_writes_by_reason.insert("progress".into(), 3.0);
+            })),
+            ("BlueKing creates", Box::new(|r| r.creates_per_run = 1.02)),
+            ("BlueKing calls", Box::new(|r| r.peak_calls_per_sec = 2001.0)),
+            ("BKFlow batch", Box::new(|r| r.bkflow_batch_calls_per_sec = 25.0)),
+            ("p99 create", Box::new(|r| r.submit_p99 = 2.0)),
+            ("operator throughput", Box::new(|r| r.throughput = 69.0)),
+            ("operator peak RSS", Box::new(|r| r.rss_mib = 150.0)),
+        ];
+        for (target, spoil) in cases {
+            let mut bad = good(1000);
+            let mut bad_5000 = good(5000);
+            spoil(&mut bad);
+            spoil(&mut bad_5000);
+            let v = verdicts(&a, &[good(100), bad, bad_5000]);
+            assert_eq!(met(&v, target), Some(false), "{target}: {v:#?}");
+            let missed = v.iter().filter(|v| v.met == Some(false)).count();
+            assert_eq!(missed, 1, "only {target} should miss: {v:#?}");
+        }
+    }
+
+    #[test]
+    fn a_target_whose_n_was_not_run_is_not_judged() {
+        let mut only_100 = good(100);
+        only_100.ceiling = None;
+        let v = verdicts(&args(), &[only_100]);
+        assert_eq!(met(&v, "p99 create"), None);
+        assert_eq!(met(&v, "operator peak RSS"), None);
+        assert_eq!(met(&v, "operator throughput"), None);
+        assert_eq!(met(&v, "BlueKing creates"), Some(true));
+        let table = render(&args(), &[good(100)]);
+        assert!(table.contains("| not run | < 2 s | – |"), "{table}");
+    }
+}

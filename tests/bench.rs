@@ -1,0 +1,72 @@
+//! `bkops bench` end to end at a small N, so the documented benchmark command cannot rot: the real
+//! binary starts its own control plane, simulator and operator process, and its report must show
+//! every object final, the ceiling, and a targets table judged from what it measured.
+
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+fn bench_reports_every_object_final_and_judges_the_targets() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let report_path = out.path().join("bench.md");
+    let began = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_bkops"))
+        .arg("bench")
+        .args(["--n", "8", "--job-seconds", "1", "--timeout-seconds", "90"])
+        .arg("--out")
+        .arg(&report_path)
+        .output()
+        .expect("running bkops bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "bkops bench took {:.1} s\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        began.elapsed().as_secs_f32()
+    );
+    assert!(output.status.success(), "bkops bench failed: {}", output.status);
+    let report = std::fs::read_to_string(&report_path).expect("--out writes the report");
+    assert_eq!(report.trim(), stdout.trim(), "--out holds what was printed");
+
+    let row = |name: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row {name:?} in\n{report}"))
+            .to_owned()
+    };
+    assert_eq!(row("objects final (succeeded)"), "| objects final (succeeded) | 8 (8) |");
+    assert_eq!(row("BK creates per run"), "| BK creates per run | 1.00 |");
+    // Each kind's create and status calls reached the simulator, two objects per kind.
+    for system in ["bkflow", "gsekit", "job", "nodeman"] {
+        assert_eq!(
+            row(&format!("BK {system} create per job")),
+            format!("| BK {system} create per job | 1.00 |")
+        );
+    }
+    assert!(
+        !row("bare-client ceiling (jobs/s)").contains('–'),
+        "the ceiling ran"
+    );
+    // The targets table: measured next to target; the count targets hold at any N.
+    let targets = report.split("Targets:").nth(1).expect("a targets table");
+    let target = |starts: &str| {
+        targets
+            .lines()
+            .find(|l| l.starts_with(&format!("| {starts}")))
+            .unwrap_or_else(|| panic!("no target {starts:?} in\n{targets}"))
+            .to_owned()
+    };
+    assert_eq!(
+        target("BlueKing creates per run"),
+        "| BlueKing creates per run | 1.00 (N = 8) | ≤ 1 | yes |"
+    );
+    assert!(
+        target("status writes per run").ends_with("| ≤ 3 | yes |"),
+        "{targets}"
+    );
+    // Targets at N this run did not make are reported as not run, not judged.
+    assert!(
+        target("p99 create → BlueKing create at N = 1000").contains("| not run | < 2 s | – |"),
+        "{targets}"
+    );
+}
