@@ -23,7 +23,11 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
         "bkops bench took {:.1} s\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
         began.elapsed().as_secs_f32()
     );
-    assert!(output.status.success(), "bkops bench failed: {}", output.status);
+    assert!(
+        output.status.success(),
+        "bkops bench failed: {}",
+        output.status
+    );
     let report = std::fs::read_to_string(&report_path).expect("--out writes the report");
     assert_eq!(report.trim(), stdout.trim(), "--out holds what was printed");
 
@@ -34,7 +38,10 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
             .unwrap_or_else(|| panic!("no row {name:?} in\n{report}"))
             .to_owned()
     };
-    assert_eq!(row("objects final (succeeded)"), "| objects final (succeeded) | 8 (8) |");
+    assert_eq!(
+        row("objects final (succeeded)"),
+        "| objects final (succeeded) | 8 (8) |"
+    );
     assert_eq!(row("BK creates per run"), "| BK creates per run | 1.00 |");
     // Each kind's create and status calls reached the simulator, two objects per kind.
     for system in ["bkflow", "gsekit", "job", "nodeman"] {
@@ -66,7 +73,8 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
     );
     // Targets at N this run did not make are reported as not run, not judged.
     assert!(
-        target("p99 create → BlueKing create at N = 1000").contains("| not run | < 2 s | – |"),
+        target("p99 object created → BlueKing create at N = 1000")
+            .contains("| not run | < 2 s | – |"),
         "{targets}"
     );
 }

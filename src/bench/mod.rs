@@ -93,10 +93,23 @@ pub struct RunReport {
     pub finished: usize,
     /// ... of which Succeeded.
     pub succeeded: usize,
-    /// Seconds from the create call to BlueKing's create, p50 and p99.
+    /// Seconds from the bench sending the create to BlueKing's create, p50 and p99.
     pub submit_p50: f64,
     /// p99 of the above.
     pub submit_p99: f64,
+    /// Seconds from the object's creation (the create call's answer: the API server had stored
+    /// it) to BlueKing's create, p50 and p99. Unlike the above, without the API server's
+    /// queueing of the create itself, before the object existed.
+    pub created_p50: f64,
+    /// p99 of the above.
+    pub created_p99: f64,
+    /// Where that time goes, p50 and p99 of each part: the create call itself, from its answer
+    /// to the operator's intent (watch, queue), and from the intent to BlueKing's create (the
+    /// intent's PATCH, then the create call).
+    pub submit_parts: [(f64, f64); 3],
+    /// From the create's answer to the bench's own watch seeing the object, p50 and p99: how
+    /// late the API server's watch delivers it (the operator's watch is alike).
+    pub watch_delay: (f64, f64),
     /// Seconds from the simulated job's end to the bench seeing the final phase, p50.
     pub finish_p50: f64,
     /// p99 of the above.
@@ -111,6 +124,10 @@ pub struct RunReport {
     pub ceiling: Option<f64>,
     /// Kubernetes API requests by the operator, per job, by `VERB resource[/subresource]`.
     pub kube_per_job: BTreeMap<String, f64>,
+    /// The operator's reconciles per job, by the step taken (or the error).
+    pub reconciles_per_job: BTreeMap<String, f64>,
+    /// Waits for a reconcile slot: p99 (upper bound of its histogram bucket) and mean, seconds.
+    pub slot_wait: Option<(f64, f64)>,
     /// Status patches per job (all `PATCH .../status` on the job kinds).
     pub status_writes_per_job: f64,
     /// Status writes per job by the operator's reason (intent, change, progress).
@@ -333,6 +350,12 @@ impl Operator {
 #[derive(Clone, Debug, Default)]
 struct Seen {
     created: Option<DateTime<Utc>>,
+    /// When the create call answered.
+    create_answered: Option<DateTime<Utc>>,
+    /// When the bench's own watch first saw it (as created, before any status).
+    watched: Option<DateTime<Utc>>,
+    /// `status.run.intentAt` (the operator's clock, the same machine's) of the final status.
+    intent_at: Option<DateTime<Utc>>,
     kind: &'static str,
     job_id: Option<String>,
     final_at: Option<DateTime<Utc>>,
@@ -400,25 +423,35 @@ async fn run_one(
             // the end of the stream ends the watch.
             while let Some(item) = stream.next().await {
                 let Ok(obj) = item else { continue };
+                let now = Utc::now();
                 let status = obj.data.get("status");
+                if status.is_none() {
+                    // The object as created: when a watch like the operator's first sees it.
+                    if let Some(entry) = seen.lock().await.get_mut(&obj.name_any()) {
+                        entry.watched.get_or_insert(now);
+                    }
+                    continue;
+                }
                 let phase = status
                     .and_then(|s| s.get("phase"))
                     .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
                 let Some(phase) = phase.filter(|p| p.is_final()) else {
                     continue;
                 };
-                let now = Utc::now();
                 let mut s = seen.lock().await;
                 if let Some(entry) = s.get_mut(&obj.name_any())
                     && entry.final_at.is_none()
                 {
                     entry.final_at = Some(now);
                     entry.phase = Some(phase);
-                    entry.job_id = status
-                        .and_then(|s| s.get("run"))
+                    let run = status.and_then(|s| s.get("run"));
+                    entry.job_id = run
                         .and_then(|r| r.get("jobId"))
                         .and_then(|j| j.as_str())
                         .map(str::to_owned);
+                    entry.intent_at = run
+                        .and_then(|r| r.get("intentAt"))
+                        .and_then(|t| serde_json::from_value(t.clone()).ok());
                     if remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
                         done.notify_one();
                     }
@@ -465,8 +498,10 @@ async fn run_one(
                 let obj: DynamicObject = serde_json::from_value(manifest)?;
                 let at = Utc::now();
                 api.create(&PostParams::default(), &obj).await?;
+                let answered = Utc::now();
                 if let Some(e) = seen.lock().await.get_mut(&name) {
                     e.created = Some(at);
+                    e.create_answered = Some(answered);
                 }
                 anyhow::Ok(())
             }
@@ -523,6 +558,9 @@ async fn run_one(
             .map(|t| t.with_timezone(&Utc))
     };
     let mut submit = Vec::new();
+    let mut from_created = Vec::new();
+    let mut parts: [Vec<f64>; 3] = Default::default();
+    let mut watch_delay = Vec::new();
     let mut finish = Vec::new();
     let mut last_final = started;
     for s in seen.values() {
@@ -541,6 +579,16 @@ async fn run_one(
         };
         if let (Some(created), Some(bk)) = (s.created, parse(&job.created_at)) {
             submit.push((bk - created).as_seconds_f64());
+            if let (Some(answered), Some(intent)) = (s.create_answered, s.intent_at) {
+                let secs = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).as_seconds_f64();
+                from_created.push(secs(answered, bk));
+                if let Some(watched) = s.watched {
+                    watch_delay.push(secs(answered, watched));
+                }
+                parts[0].push(secs(created, answered));
+                parts[1].push(secs(answered, intent));
+                parts[2].push(secs(intent, bk));
+            }
         }
         if let Some(end) = job.finished_at.as_deref().and_then(parse) {
             finish.push((final_at - end).as_seconds_f64());
@@ -548,6 +596,18 @@ async fn run_one(
     }
     report.submit_p50 = quantile(&mut submit, 0.5).unwrap_or(f64::NAN);
     report.submit_p99 = quantile(&mut submit, 0.99).unwrap_or(f64::NAN);
+    report.watch_delay = (
+        quantile(&mut watch_delay, 0.5).unwrap_or(f64::NAN),
+        quantile(&mut watch_delay, 0.99).unwrap_or(f64::NAN),
+    );
+    report.created_p50 = quantile(&mut from_created, 0.5).unwrap_or(f64::NAN);
+    report.created_p99 = quantile(&mut from_created, 0.99).unwrap_or(f64::NAN);
+    for (part, times) in report.submit_parts.iter_mut().zip(parts.iter_mut()) {
+        *part = (
+            quantile(times, 0.5).unwrap_or(f64::NAN),
+            quantile(times, 0.99).unwrap_or(f64::NAN),
+        );
+    }
     report.finish_p50 = quantile(&mut finish, 0.5).unwrap_or(f64::NAN);
     report.finish_p99 = quantile(&mut finish, 0.99).unwrap_or(f64::NAN);
     report.drain = (last_final - started).as_seconds_f64();
@@ -569,6 +629,13 @@ async fn run_one(
     }
     kube.retain(|_, v| *v > 0.0);
     report.kube_per_job = kube.into_iter().map(|(k, v)| (k, v / n_f)).collect();
+    for s in samples(&op_metrics, "bkops_reconciles_total") {
+        *report
+            .reconciles_per_job
+            .entry(s.label("outcome").to_owned())
+            .or_default() += s.value / n_f;
+    }
+    report.slot_wait = probe::histogram(&op_metrics, "bkops_reconcile_slot_wait_seconds", 0.99);
     for s in samples(&op_metrics, "bkops_status_writes_total") {
         *report
             .status_writes_by_reason
@@ -658,13 +725,18 @@ async fn bare_ceiling(
 
 fn one_line(r: &RunReport) -> String {
     format!(
-        "  N={}: {}/{} final ({} succeeded), submit p50 {:.2}s p99 {:.2}s, finish→status p50 {:.2}s p99 {:.2}s, drain {:.1}s, status writes/job {:.2}, creates/run {:.2}, peak {:.0} calls/s, RSS {:.1} MiB, CPU {:.1}s",
+        "  N={}: {}/{} final ({} succeeded), created→submit p50 {:.2}s p99 {:.2}s, sent→submit p50 {:.2}s p99 {:.2}s (p99 create call {:.2}s, to intent {:.2}s, intent to BK {:.2}s), finish→status p50 {:.2}s p99 {:.2}s, drain {:.1}s, status writes/job {:.2}, creates/run {:.2}, peak {:.0} calls/s, RSS {:.1} MiB, CPU {:.1}s",
         r.n,
         r.finished,
         r.n,
         r.succeeded,
+        r.created_p50,
+        r.created_p99,
         r.submit_p50,
         r.submit_p99,
+        r.submit_parts[0].1,
+        r.submit_parts[1].1,
+        r.submit_parts[2].1,
         r.finish_p50,
         r.finish_p99,
         r.drain,
@@ -702,9 +774,33 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     row(&mut s, "bench creates took (s)", &|r| {
         format!("{:.1}", r.create_secs)
     });
-    row(&mut s, "create → BlueKing create p50 / p99 (s)", &|r| {
-        format!("{:.2} / {:.2}", r.submit_p50, r.submit_p99)
-    });
+    row(
+        &mut s,
+        "object created → BlueKing create p50 / p99 (s)",
+        &|r| format!("{:.2} / {:.2}", r.created_p50, r.created_p99),
+    );
+    row(
+        &mut s,
+        "create sent → BlueKing create p50 / p99 (s)",
+        &|r| format!("{:.2} / {:.2}", r.submit_p50, r.submit_p99),
+    );
+    for (i, part) in [
+        "… the create call (sent → answered)",
+        "… its answer → the operator's intent (watch, queue)",
+        "… intent → BlueKing create (intent PATCH, create call)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        row(&mut s, &format!("{part} p50 / p99 (s)"), &|r| {
+            format!("{:.2} / {:.2}", r.submit_parts[i].0, r.submit_parts[i].1)
+        });
+    }
+    row(
+        &mut s,
+        "… … of which the watch's delay (the bench's own watch) p50 / p99 (s)",
+        &|r| format!("{:.2} / {:.2}", r.watch_delay.0, r.watch_delay.1),
+    );
     row(&mut s, "job end → status final p50 / p99 (s)", &|r| {
         format!("{:.2} / {:.2}", r.finish_p50, r.finish_p99)
     });
@@ -737,6 +833,26 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
             )
         });
     }
+    let mut outcomes: Vec<&String> = reports
+        .iter()
+        .flat_map(|r| r.reconciles_per_job.keys())
+        .collect();
+    outcomes.sort();
+    outcomes.dedup();
+    for k in outcomes {
+        row(&mut s, &format!("operator reconciles per job: {k}"), &|r| {
+            format!("{:.2}", r.reconciles_per_job.get(k).copied().unwrap_or(0.0))
+        });
+    }
+    row(
+        &mut s,
+        "wait for a reconcile slot: p99 bucket ≤ / mean (s)",
+        &|r| {
+            r.slot_wait
+                .map(|(p99, mean)| format!("{p99:.3} / {mean:.3}"))
+                .unwrap_or_else(|| "–".into())
+        },
+    );
     let mut kube_keys: Vec<&String> = reports.iter().flat_map(|r| r.kube_per_job.keys()).collect();
     kube_keys.sort();
     kube_keys.dedup();

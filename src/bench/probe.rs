@@ -30,6 +30,34 @@ pub fn samples(text: &str, name: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// The `q` quantile of histogram `name` over all its label sets, as the upper bound of the
+/// bucket it falls in (`f64::INFINITY` past the last bound), and the mean; `None` when empty.
+pub fn histogram(text: &str, name: &str, q: f64) -> Option<(f64, f64)> {
+    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for s in samples(text, &format!("{name}_bucket")) {
+        let le: f64 = match s.label("le") {
+            "+Inf" => f64::INFINITY,
+            le => le.parse().ok()?,
+        };
+        buckets.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
+    }
+    let mut cumulative: Vec<(f64, f64)> = buckets.into_values().collect();
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = cumulative.last()?.1;
+    if count <= 0.0 {
+        return None;
+    }
+    let sum: f64 = samples(text, &format!("{name}_sum"))
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    let bound = cumulative
+        .iter()
+        .find(|(_, c)| *c >= q * count)
+        .map_or(f64::INFINITY, |(le, _)| *le);
+    Some((bound, sum / count))
+}
+
 fn parse_line(line: &str) -> Option<Sample> {
     let line = line.trim();
     if line.is_empty() {
@@ -146,6 +174,26 @@ mod tests {
         let w = samples(text, "bkops_status_writes_total");
         assert_eq!(w[0].label("outcome"), "in\"tent");
         assert_eq!(samples(text, "other")[0].value, 3.0);
+    }
+
+    #[test]
+    fn histogram_quantile_is_the_bound_of_its_bucket_over_all_labels() {
+        let text = "\
+x_bucket{kind=\"A\",le=\"0.1\"} 90
+x_bucket{kind=\"A\",le=\"1.0\"} 98
+x_bucket{kind=\"A\",le=\"+Inf\"} 100
+x_bucket{kind=\"B\",le=\"0.1\"} 0
+x_bucket{kind=\"B\",le=\"1.0\"} 0
+x_bucket{kind=\"B\",le=\"+Inf\"} 100
+x_sum{kind=\"A\"} 30
+x_sum{kind=\"B\"} 170
+x_count{kind=\"A\"} 100
+x_count{kind=\"B\"} 100
+";
+        assert_eq!(histogram(text, "x", 0.45), Some((0.1, 1.0)));
+        assert_eq!(histogram(text, "x", 0.49), Some((1.0, 1.0)));
+        assert_eq!(histogram(text, "x", 0.99), Some((f64::INFINITY, 1.0)));
+        assert_eq!(histogram(text, "y", 0.5), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub const MAX_STATUS_WRITES: f64 = 3.0;
 pub const PROGRESS_INTERVAL_SECS: f64 = 10.0;
 /// BlueKing creates per run allowed.
 pub const MAX_CREATES: f64 = 1.0;
-/// The N at which the create → submit latency target applies, and the bound on its p99 (seconds).
+/// The N at which the create → submit latency target applies, and the bound on its p99 (seconds),
+/// measured from the object's creation (the create call's answer).
 pub const SUBMIT_TARGET: (usize, f64) = (1000, 2.0);
 /// Operator throughput as a share of the bare-client ceiling.
 pub const MIN_THROUGHPUT_SHARE: f64 = 0.5;
@@ -107,12 +108,17 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
     let (submit_n, submit_bound) = SUBMIT_TARGET;
     let at = |n: usize| reports.iter().find(|r| r.n == n);
     out.push(Verdict {
-        target: format!("p99 create → BlueKing create at N = {submit_n}"),
+        target: format!("p99 object created → BlueKing create at N = {submit_n}"),
         measured: at(submit_n)
-            .map(|r| format!("{:.2} s (p50 {:.2} s)", r.submit_p99, r.submit_p50))
+            .map(|r| {
+                format!(
+                    "{:.2} s (p50 {:.2} s); from the create's sending {:.2} s",
+                    r.created_p99, r.created_p50, r.submit_p99
+                )
+            })
             .unwrap_or_else(|| "not run".into()),
         bound: format!("< {submit_bound} s"),
-        met: at(submit_n).map(|r| r.submit_p99 < submit_bound),
+        met: at(submit_n).map(|r| r.created_p99 < submit_bound),
     });
     let with_ceiling: Vec<RunReport> = reports
         .iter()
@@ -183,8 +189,10 @@ mod tests {
             peak_calls_per_sec: 700.0,
             bkflow_batch_calls_per_sec: 12.0,
             bkflow_tasks_per_batch: 5.0,
-            submit_p50: 1.0,
-            submit_p99: 1.8,
+            submit_p50: 1.4,
+            submit_p99: 2.6,
+            created_p50: 1.0,
+            created_p99: 1.8,
             throughput: 80.0,
             ceiling: Some(140.0),
             rss_mib: 120.0,
@@ -209,17 +217,30 @@ mod tests {
     #[test]
     fn each_figure_past_its_bound_is_a_miss() {
         let a = args();
-        let cases: Vec<(&str, Box<dyn Fn(&mut RunReport)>)> = vec![
-            ("status writes", Box::new(|r| {
-                r.status_writes_by_reason.insert("change".into(), 2.5);
-            })),
-            ("… plus progress", Box::new(|r| {
-                r.status_writes_by_reason.insert("progress".into(), 3.0);
-            })),
+        type Spoil = Box<dyn Fn(&mut RunReport)>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            (
+                "status writes",
+                Box::new(|r| {
+                    r.status_writes_by_reason.insert("change".into(), 2.5);
+                }),
+            ),
+            (
+                "… plus progress",
+                Box::new(|r| {
+                    r.status_writes_by_reason.insert("progress".into(), 3.0);
+                }),
+            ),
             ("BlueKing creates", Box::new(|r| r.creates_per_run = 1.02)),
-            ("BlueKing calls", Box::new(|r| r.peak_calls_per_sec = 2001.0)),
-            ("BKFlow batch", Box::new(|r| r.bkflow_batch_calls_per_sec = 25.0)),
-            ("p99 create", Box::new(|r| r.submit_p99 = 2.0)),
+            (
+                "BlueKing calls",
+                Box::new(|r| r.peak_calls_per_sec = 2001.0),
+            ),
+            (
+                "BKFlow batch",
+                Box::new(|r| r.bkflow_batch_calls_per_sec = 25.0),
+            ),
+            ("p99 object created", Box::new(|r| r.created_p99 = 2.0)),
             ("operator throughput", Box::new(|r| r.throughput = 69.0)),
             ("operator peak RSS", Box::new(|r| r.rss_mib = 150.0)),
         ];
@@ -240,7 +261,7 @@ mod tests {
         let mut only_100 = good(100);
         only_100.ceiling = None;
         let v = verdicts(&args(), &[only_100]);
-        assert_eq!(met(&v, "p99 create"), None);
+        assert_eq!(met(&v, "p99 object created"), None);
         assert_eq!(met(&v, "operator peak RSS"), None);
         assert_eq!(met(&v, "operator throughput"), None);
         assert_eq!(met(&v, "BlueKing creates"), Some(true));

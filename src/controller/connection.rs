@@ -3,12 +3,12 @@
 //! cap hold across all jobs that share it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::api::connection::{BkConnection, BkConnectionSpec, DEFAULT_GATEWAY_NAMES, EndpointMode};
@@ -118,11 +118,20 @@ struct Entry {
     fetched: Instant,
 }
 
+type Key = (String, String);
+
 /// Resolves and caches connections.
+///
+/// No lock is held across a request to the API server: every reconcile resolves its connection,
+/// and one that waited on another's read of an expired entry would stall every submission and
+/// poll of the operator behind two requests to a busy API server. One reconcile per connection
+/// reads it again; the others meanwhile use the entry it replaces (at most one read older).
 pub struct Connections {
     client: Client,
     default_name: Option<String>,
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    entries: Mutex<HashMap<Key, Entry>>,
+    /// Per connection: held by the reconcile reading it.
+    reads: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Connections {
@@ -132,7 +141,24 @@ impl Connections {
             client,
             default_name,
             entries: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn forget(&self, key: &Key) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// The cached entry of `key`: any, or only one read within [`TTL`].
+    fn cached(&self, key: &Key, fresh_only: bool) -> Option<Resolved> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|e| !fresh_only || e.fetched.elapsed() < TTL)
+            .map(|e| e.resolved.clone())
     }
 
     /// The connection a job in `ns` refers to.
@@ -156,11 +182,30 @@ impl Connections {
             .or_else(|| self.default_name.clone())
             .ok_or(ConnectionError::NoConnection)?;
         let key = (ns.to_owned(), name.clone());
-        let mut entries = self.entries.lock().await;
-        if let Some(e) = entries.get(&key)
-            && e.fetched.elapsed() < TTL
-        {
-            return Ok(e.resolved.clone());
+        if let Some(fresh) = self.cached(&key, true) {
+            return Ok(fresh);
+        }
+        let gate = self
+            .reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _reading = match gate.clone().try_lock_owned() {
+            Ok(reading) => reading,
+            Err(_) => {
+                // Another reconcile is reading it: use the entry it replaces, or wait for its
+                // read when there is none yet.
+                if let Some(stale) = self.cached(&key, false) {
+                    return Ok(stale);
+                }
+                gate.lock_owned().await
+            }
+        };
+        // A read that ended while this one waited for the gate.
+        if let Some(fresh) = self.cached(&key, true) {
+            return Ok(fresh);
         }
         let api_err = |source| ConnectionError::Api {
             connection: name.clone(),
@@ -173,7 +218,7 @@ impl Connections {
         {
             Some(c) => c,
             None => {
-                entries.remove(&key);
+                self.forget(&key);
                 return Err(ConnectionError::NotFound(name));
             }
         };
@@ -210,21 +255,27 @@ impl Connections {
             conn.resource_version().unwrap_or_default(),
             secret.resource_version().unwrap_or_default(),
         );
-        if let Some(e) = entries.get_mut(&key)
-            && e.versions == versions
         {
-            e.fetched = Instant::now();
-            return Ok(e.resolved.clone());
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = entries.get_mut(&key)
+                && e.versions == versions
+            {
+                e.fetched = Instant::now();
+                return Ok(e.resolved.clone());
+            }
         }
         let resolved = build(ns, &name, &conn.spec, &secret)?;
-        entries.insert(
-            key,
-            Entry {
-                resolved: resolved.clone(),
-                versions,
-                fetched: Instant::now(),
-            },
-        );
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                Entry {
+                    resolved: resolved.clone(),
+                    versions,
+                    fetched: Instant::now(),
+                },
+            );
         Ok(resolved)
     }
 }
@@ -372,6 +423,85 @@ pub type SharedConnections = Arc<Connections>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Semaphore;
+
+    /// A client whose API server answers the connection `blueking` and its Secret, each read
+    /// only once `answers` has a permit for it; `reads` counts the requests.
+    fn fake_client(answers: Arc<Semaphore>, reads: Arc<AtomicUsize>) -> Client {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let answers = answers.clone();
+            let reads = reads.clone();
+            async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                answers.acquire().await?.forget();
+                let body = if req.uri().path().contains("/secrets/") {
+                    serde_json::json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "creds", "namespace": "ns", "resourceVersion": "1"},
+                        "stringData": {"bk_app_code": "a", "bk_app_secret": "s", "bk_username": "u"},
+                    })
+                } else {
+                    serde_json::json!({
+                        "apiVersion": "bkops.io/v1alpha1", "kind": "BkConnection",
+                        "metadata": {"name": "blueking", "namespace": "ns", "resourceVersion": "1"},
+                        "spec": {
+                            "gateway": {"urlTemplate": "http://127.0.0.1:1/api/{api_name}/"},
+                            "credentialsSecretRef": {"name": "creds"},
+                        },
+                    })
+                };
+                let body = serde_json::to_vec(&body)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http::Response::new(
+                    kube::client::Body::from(body),
+                ))
+            }
+        });
+        Client::new(service, "ns")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_connection_is_read_once_while_the_others_go_on() {
+        let answers = Arc::new(Semaphore::new(2));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(Connections::new(
+            fake_client(answers.clone(), reads.clone()),
+            Some("blueking".into()),
+        ));
+        connections.resolve("ns", None).await.expect("first read");
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            2,
+            "the connection and its Secret"
+        );
+
+        tokio::time::advance(TTL + Duration::from_secs(1)).await;
+        // One reconcile reads the expired entry again; the API server is slow to answer.
+        let reading = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.resolve("ns", None).await.map(|_| ()) }
+        });
+        while reads.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        // The others neither wait for that read nor make their own.
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(1), connections.resolve("ns", None))
+                .await
+                .expect("resolved without waiting on the other read")
+                .expect("the entry being replaced");
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+        assert!(!reading.is_finished());
+
+        answers.add_permits(2);
+        reading.await.expect("joined").expect("read again");
+        assert_eq!(reads.load(Ordering::SeqCst), 4, "one read of each, once");
+        connections.resolve("ns", None).await.expect("fresh");
+        assert_eq!(reads.load(Ordering::SeqCst), 4, "fresh again: no read");
+    }
 
     fn spec(v: serde_json::Value) -> BkConnectionSpec {
         serde_json::from_value(v).unwrap()

@@ -46,6 +46,13 @@ pub struct CallKindLabels {
     pub call: &'static str,
 }
 
+/// Labels of a kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Job kind.
+    pub kind: &'static str,
+}
+
 /// Labels of a phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -67,6 +74,8 @@ pub struct Metrics {
     registry: Registry,
     /// Reconciles by kind and outcome.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// How long a reconcile waited for one of its kind's slots (`--concurrency`).
+    pub slot_wait_seconds: Family<KindLabels, Histogram>,
     /// Submissions by kind and outcome.
     pub submissions: Family<SubmissionLabels, Counter>,
     /// BlueKing calls by system, call and outcome.
@@ -96,6 +105,9 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("bkops");
         let reconciles = Family::default();
         let submissions = Family::default();
+        let slot_wait_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
         let bk_calls = Family::default();
         let bk_call_seconds = Family::<CallKindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
@@ -109,6 +121,11 @@ impl Default for Metrics {
             "reconciles",
             "Reconciles by kind and outcome",
             reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_slot_wait_seconds",
+            "How long reconciles waited for a slot of their kind (--concurrency)",
+            slot_wait_seconds.clone(),
         );
         registry.register(
             "submissions",
@@ -145,6 +162,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             reconciles,
+            slot_wait_seconds,
             submissions,
             bk_calls,
             bk_call_seconds,

@@ -160,9 +160,14 @@ async fn reconcile<K: JobKind + KindName>(
     ctx: Arc<Context>,
     slots: Arc<Slots>,
 ) -> Result<Action, Error> {
+    let waiting = std::time::Instant::now();
     let Ok(_slot) = slots.permits.acquire().await else {
         return Ok(Action::await_change());
     };
+    ctx.metrics
+        .slot_wait_seconds
+        .get_or_create(&metrics::KindLabels { kind: K::NAME })
+        .observe(waiting.elapsed().as_secs_f64());
     if slots.stopping.is_cancelled() {
         // Shutting down: reconciles still waiting for a slot start nothing new.
         return Ok(Action::await_change());

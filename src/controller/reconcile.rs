@@ -239,6 +239,14 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             .copied();
         if let Some((hash, at)) = awaited {
             if status_hash(self.obj.job_status()) != hash && at.elapsed() < CACHE_CATCH_UP {
+                self.ctx
+                    .metrics
+                    .reconciles
+                    .get_or_create(&ReconcileLabels {
+                        kind: self.kind,
+                        outcome: "await_cache",
+                    })
+                    .inc();
                 return Ok(Action::requeue(Duration::from_millis(250)));
             }
             // Caught up (or given up on): nothing more to wait for until the next write.
