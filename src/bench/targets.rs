@@ -56,7 +56,7 @@ fn writes(r: &RunReport, reason: &str) -> f64 {
 /// Judges every target on the runs made.
 pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
     let mut out = Vec::new();
-    // Rounded as the report prints them: 3.004 is three writes plus a rare retried one.
+    // Judged as the report prints them, to two decimals.
     let steady = |r: &RunReport| writes(r, "intent") + writes(r, "change");
     out.push(Verdict {
         target: "status writes per run, steady state (intent + job id + end)".into(),

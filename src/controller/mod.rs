@@ -160,8 +160,8 @@ async fn reconcile<K: JobKind + KindName>(
     ctx: Arc<Context>,
     slots: Arc<Slots>,
 ) -> Result<Action, Error> {
-    if reconcile::behind_own_write(&ctx, K::NAME, &obj).await {
-        return Ok(Action::requeue(reconcile::CACHE_CATCH_UP_STEP));
+    if let Some(again) = reconcile::behind_own_write(&ctx, K::NAME, &obj).await {
+        return Ok(Action::requeue(again));
     }
     let waiting = std::time::Instant::now();
     let Ok(_slot) = slots.permits.acquire().await else {

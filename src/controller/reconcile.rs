@@ -56,8 +56,11 @@ impl Error {
 /// its write). Only the operator writes status, so the wait normally ends when the watch
 /// delivers that write; the bound covers someone else writing status meanwhile.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(30);
-/// How often a reconcile waiting for the cache looks again.
-pub const CACHE_CATCH_UP_STEP: Duration = Duration::from_millis(250);
+/// How soon a reconcile waiting for the cache looks again: a quarter of the wait so far, within
+/// these bounds. A lag of seconds is looked at a few times, not four times a second (at N = 5000
+/// that was 67 looks per object, each decoding the cached status).
+pub const CACHE_CATCH_UP_STEPS: (Duration, Duration) =
+    (Duration::from_millis(250), Duration::from_secs(2));
 /// How long a status write of mere progress waits after the object's last status write of any
 /// kind: the id write already says the job runs, so the first poll's counts wait too (under a
 /// burst of submissions they would otherwise add a write per object to a saturated API server,
@@ -155,7 +158,8 @@ pub fn poll_interval(ctx: &Context, run: &RunStatus) -> Duration {
 }
 
 /// Whether the cache still shows `obj` without the status this process wrote last, so the
-/// reconcile should wait (looked at again in [`CACHE_CATCH_UP_STEP`]) instead of deciding.
+/// reconcile should wait instead of deciding: how long until it looks again
+/// ([`CACHE_CATCH_UP_STEPS`]), or `None` to decide now.
 ///
 /// A busy API server's watch lags the operator's own writes by seconds. Deciding on the older
 /// copy would repeat polls and starts and then lose the write to a conflict. A person's edit
@@ -167,19 +171,15 @@ pub async fn behind_own_write(
     ctx: &Context,
     kind: &'static str,
     obj: &kube::api::DynamicObject,
-) -> bool {
-    let Some(uid) = obj.metadata.uid.as_deref() else {
-        return false;
-    };
-    let Some((hash, at)) = ctx.timings.lock().await.written.get(uid).copied() else {
-        return false;
-    };
+) -> Option<Duration> {
+    let uid = obj.metadata.uid.as_deref()?;
+    let (hash, at) = ctx.timings.lock().await.written.get(uid).copied()?;
     // Unreadable status: the reconcile reports the malformed object; nothing to wait for.
     let cached: Option<JobStatus> = match obj.data.get("status") {
         None => None,
         Some(s) => match serde_json::from_value(s.clone()) {
             Ok(s) => Some(s),
-            Err(_) => return false,
+            Err(_) => return None,
         },
     };
     if status_hash(cached.as_ref()) != hash && at.elapsed() < CACHE_CATCH_UP {
@@ -190,11 +190,12 @@ pub async fn behind_own_write(
                 outcome: "await_cache",
             })
             .inc();
-        return true;
+        let (shortest, longest) = CACHE_CATCH_UP_STEPS;
+        return Some((at.elapsed() / 4).clamp(shortest, longest));
     }
     // Caught up (or given up on): nothing more to wait for until the next write.
     ctx.timings.lock().await.written.remove(uid);
-    false
+    None
 }
 
 /// One reconcile of one job object.
@@ -1414,20 +1415,62 @@ mod tests {
             ..Default::default()
         };
         // Nothing written by this process: nothing to wait for.
-        assert!(!behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await);
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await,
+            None
+        );
 
         ctx.timings
             .lock()
             .await
             .written
             .insert("u-1".into(), (status_hash(Some(&written)), Instant::now()));
-        assert!(behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await);
-        assert!(behind_own_write(&ctx, "ProcessJob", &object(None)).await);
+        let (shortest, longest) = CACHE_CATCH_UP_STEPS;
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await,
+            Some(shortest)
+        );
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(None)).await,
+            Some(shortest)
+        );
         assert_eq!(waits(&ctx), 2);
         // The cache shows the write: decide, and forget the wait.
-        assert!(!behind_own_write(&ctx, "ProcessJob", &object(Some(&written))).await);
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(Some(&written))).await,
+            None
+        );
         assert!(ctx.timings.lock().await.written.is_empty());
-        assert!(!behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await);
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await,
+            None
+        );
+
+        // A lag of seconds is looked at less often.
+        let seconds_ago = |secs| {
+            Instant::now()
+                .checked_sub(Duration::from_secs(secs))
+                .expect("the clock is past it")
+        };
+        ctx.timings
+            .lock()
+            .await
+            .written
+            .insert("u-1".into(), (status_hash(Some(&written)), seconds_ago(4)));
+        let step = behind_own_write(&ctx, "ProcessJob", &object(Some(&older)))
+            .await
+            .expect("still behind");
+        assert!(step >= Duration::from_secs(1) && step < longest, "{step:?}");
+        ctx.timings
+            .lock()
+            .await
+            .written
+            .insert("u-1".into(), (status_hash(Some(&written)), seconds_ago(20)));
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await,
+            Some(longest)
+        );
+        assert_eq!(waits(&ctx), 4);
 
         // A cache that never shows it (someone else wrote status since) is waited on no longer
         // than CACHE_CATCH_UP.
@@ -1439,7 +1482,10 @@ mod tests {
             .await
             .written
             .insert("u-1".into(), (status_hash(Some(&written)), long_ago));
-        assert!(!behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await);
-        assert_eq!(waits(&ctx), 2);
+        assert_eq!(
+            behind_own_write(&ctx, "ProcessJob", &object(Some(&older))).await,
+            None
+        );
+        assert_eq!(waits(&ctx), 4);
     }
 }
