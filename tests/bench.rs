@@ -5,6 +5,14 @@
 use std::process::Command;
 use std::time::Instant;
 
+/// The line of `text` that starts with `start`.
+fn line(text: &str, start: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in\n{text}"))
+        .to_owned()
+}
+
 #[test]
 fn bench_reports_every_object_final_and_judges_the_targets() {
     let out = tempfile::tempdir().expect("temp dir");
@@ -31,13 +39,7 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
     let report = std::fs::read_to_string(&report_path).expect("--out writes the report");
     assert_eq!(report.trim(), stdout.trim(), "--out holds what was printed");
 
-    let row = |name: &str| {
-        report
-            .lines()
-            .find(|l| l.starts_with(&format!("| {name} |")))
-            .unwrap_or_else(|| panic!("no row {name:?} in\n{report}"))
-            .to_owned()
-    };
+    let row = |name: &str| line(&report, &format!("| {name} |"));
     assert_eq!(
         row("objects final (succeeded)"),
         "| objects final (succeeded) | 8 (8) |"
@@ -56,13 +58,7 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
     );
     // The targets table: measured next to target; the count targets hold at any N.
     let targets = report.split("Targets:").nth(1).expect("a targets table");
-    let target = |starts: &str| {
-        targets
-            .lines()
-            .find(|l| l.starts_with(&format!("| {starts}")))
-            .unwrap_or_else(|| panic!("no target {starts:?} in\n{targets}"))
-            .to_owned()
-    };
+    let target = |starts: &str| line(targets, &format!("| {starts}"));
     assert_eq!(
         target("BlueKing creates per run"),
         "| BlueKing creates per run | 1.00 (N = 8) | ≤ 1 | yes |"
