@@ -3,7 +3,7 @@
 //! cap hold across all jobs that share it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -145,17 +145,14 @@ impl Connections {
         }
     }
 
-    fn forget(&self, key: &Key) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    /// The cache, held only for a lookup or an update (never across a request).
+    fn entries(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cached entry of `key`: any, or only one read within [`TTL`].
     fn cached(&self, key: &Key, fresh_only: bool) -> Option<Resolved> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
+        self.entries()
             .get(key)
             .filter(|e| !fresh_only || e.fetched.elapsed() < TTL)
             .map(|e| e.resolved.clone())
@@ -218,7 +215,7 @@ impl Connections {
         {
             Some(c) => c,
             None => {
-                self.forget(&key);
+                self.entries().remove(&key);
                 return Err(ConnectionError::NotFound(name));
             }
         };
@@ -256,7 +253,7 @@ impl Connections {
             secret.resource_version().unwrap_or_default(),
         );
         {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.entries();
             if let Some(e) = entries.get_mut(&key)
                 && e.versions == versions
             {
@@ -265,17 +262,14 @@ impl Connections {
             }
         }
         let resolved = build(ns, &name, &conn.spec, &secret)?;
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key,
-                Entry {
-                    resolved: resolved.clone(),
-                    versions,
-                    fetched: Instant::now(),
-                },
-            );
+        self.entries().insert(
+            key,
+            Entry {
+                resolved: resolved.clone(),
+                versions,
+                fetched: Instant::now(),
+            },
+        );
         Ok(resolved)
     }
 }
