@@ -594,22 +594,13 @@ async fn run_one(
             finish.push((final_at - end).as_seconds_f64());
         }
     }
-    report.submit_p50 = quantile(&mut submit, 0.5).unwrap_or(f64::NAN);
-    report.submit_p99 = quantile(&mut submit, 0.99).unwrap_or(f64::NAN);
-    report.watch_delay = (
-        quantile(&mut watch_delay, 0.5).unwrap_or(f64::NAN),
-        quantile(&mut watch_delay, 0.99).unwrap_or(f64::NAN),
-    );
-    report.created_p50 = quantile(&mut from_created, 0.5).unwrap_or(f64::NAN);
-    report.created_p99 = quantile(&mut from_created, 0.99).unwrap_or(f64::NAN);
+    (report.submit_p50, report.submit_p99) = p50_p99(&mut submit);
+    (report.created_p50, report.created_p99) = p50_p99(&mut from_created);
+    report.watch_delay = p50_p99(&mut watch_delay);
     for (part, times) in report.submit_parts.iter_mut().zip(parts.iter_mut()) {
-        *part = (
-            quantile(times, 0.5).unwrap_or(f64::NAN),
-            quantile(times, 0.99).unwrap_or(f64::NAN),
-        );
+        *part = p50_p99(times);
     }
-    report.finish_p50 = quantile(&mut finish, 0.5).unwrap_or(f64::NAN);
-    report.finish_p99 = quantile(&mut finish, 0.99).unwrap_or(f64::NAN);
+    (report.finish_p50, report.finish_p99) = p50_p99(&mut finish);
     report.drain = (last_final - started).as_seconds_f64();
     report.throughput = n as f64 / (report.drain - args.job_seconds).max(0.001);
 
@@ -687,6 +678,17 @@ async fn run_one(
     report.bkflow_tasks_per_batch = task_polls / batch_calls.max(1.0);
     report.bkflow_batch_calls_per_sec = batch_calls / report.drain.max(0.001);
     Ok(report)
+}
+
+/// The median and 99th percentile of `times` (NaN when there are none).
+fn p50_p99(times: &mut [f64]) -> (f64, f64) {
+    let mut at = |q| quantile(times, q).unwrap_or(f64::NAN);
+    (at(0.5), at(0.99))
+}
+
+/// A p50 / p99 pair as the report prints it.
+fn pair(p50: f64, p99: f64) -> String {
+    format!("{p50:.2} / {p99:.2}")
 }
 
 /// The ceiling: a bare client creates `n` objects and makes the operator's three status
@@ -777,12 +779,12 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     row(
         &mut s,
         "object created → BlueKing create p50 / p99 (s)",
-        &|r| format!("{:.2} / {:.2}", r.created_p50, r.created_p99),
+        &|r| pair(r.created_p50, r.created_p99),
     );
     row(
         &mut s,
         "create sent → BlueKing create p50 / p99 (s)",
-        &|r| format!("{:.2} / {:.2}", r.submit_p50, r.submit_p99),
+        &|r| pair(r.submit_p50, r.submit_p99),
     );
     for (i, part) in [
         "… the create call (sent → answered)",
@@ -793,16 +795,16 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     .enumerate()
     {
         row(&mut s, &format!("{part} p50 / p99 (s)"), &|r| {
-            format!("{:.2} / {:.2}", r.submit_parts[i].0, r.submit_parts[i].1)
+            pair(r.submit_parts[i].0, r.submit_parts[i].1)
         });
     }
     row(
         &mut s,
         "… … of which the watch's delay (the bench's own watch) p50 / p99 (s)",
-        &|r| format!("{:.2} / {:.2}", r.watch_delay.0, r.watch_delay.1),
+        &|r| pair(r.watch_delay.0, r.watch_delay.1),
     );
     row(&mut s, "job end → status final p50 / p99 (s)", &|r| {
-        format!("{:.2} / {:.2}", r.finish_p50, r.finish_p99)
+        pair(r.finish_p50, r.finish_p99)
     });
     row(&mut s, "drain: first create → last final (s)", &|r| {
         format!("{:.1}", r.drain)
