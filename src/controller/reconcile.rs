@@ -182,7 +182,8 @@ pub async fn behind_own_write(
             Err(_) => return None,
         },
     };
-    if status_hash(cached.as_ref()) != hash && at.elapsed() < CACHE_CATCH_UP {
+    let waited = at.elapsed();
+    if status_hash(cached.as_ref()) != hash && waited < CACHE_CATCH_UP {
         ctx.metrics
             .reconciles
             .get_or_create(&ReconcileLabels {
@@ -191,7 +192,7 @@ pub async fn behind_own_write(
             })
             .inc();
         let (shortest, longest) = CACHE_CATCH_UP_STEPS;
-        return Some((at.elapsed() / 4).clamp(shortest, longest));
+        return Some((waited / 4).clamp(shortest, longest));
     }
     // Caught up (or given up on): nothing more to wait for until the next write.
     ctx.timings.lock().await.written.remove(uid);
