@@ -76,8 +76,10 @@ pub struct RunArgs {
     /// Lease duration in seconds.
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
-    /// Reconciles at once, per kind. They wait on the API server and BlueKing, not on CPU;
-    /// BlueKing calls are capped on their own by each connection's `rateLimit`.
+    /// Reconciles at once, per kind and lane: one lane follows running jobs (polls, starts,
+    /// cancels), the other decides everything else (submissions first of all), so new objects
+    /// never queue behind the jobs already running. They wait on the API server and BlueKing,
+    /// not on CPU; BlueKing calls are capped on their own by each connection's `rateLimit`.
     #[arg(long, env = "BKOPS_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
     /// Seconds an unclear create is searched for before the run turns `Unknown`.

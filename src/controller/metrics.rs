@@ -46,13 +46,6 @@ pub struct CallKindLabels {
     pub call: &'static str,
 }
 
-/// Labels of a kind.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// Job kind.
-    pub kind: &'static str,
-}
-
 /// Labels of a phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -60,6 +53,15 @@ pub struct PhaseLabels {
     pub kind: &'static str,
     /// Phase.
     pub phase: &'static str,
+}
+
+/// Labels of a slot wait: kind and lane (`decide`, `follow`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    /// Kind.
+    pub kind: &'static str,
+    /// decide or follow.
+    pub lane: &'static str,
 }
 
 /// Labels of a published (or not) Event.
@@ -74,8 +76,8 @@ pub struct Metrics {
     registry: Registry,
     /// Reconciles by kind and outcome.
     pub reconciles: Family<ReconcileLabels, Counter>,
-    /// How long a reconcile waited for one of its kind's slots (`--concurrency`).
-    pub slot_wait_seconds: Family<KindLabels, Histogram>,
+    /// How long a reconcile waited for one of its kind's and lane's slots (`--concurrency`).
+    pub slot_wait_seconds: Family<LaneLabels, Histogram>,
     /// Submissions by kind and outcome.
     pub submissions: Family<SubmissionLabels, Counter>,
     /// BlueKing calls by system, call and outcome.
@@ -105,7 +107,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("bkops");
         let reconciles = Family::default();
         let submissions = Family::default();
-        let slot_wait_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+        let slot_wait_seconds = Family::<LaneLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
         let bk_calls = Family::default();
@@ -124,7 +126,7 @@ impl Default for Metrics {
         );
         registry.register(
             "reconcile_slot_wait_seconds",
-            "How long reconciles waited for a slot of their kind (--concurrency)",
+            "How long reconciles waited for a slot of their kind and lane (--concurrency)",
             slot_wait_seconds.clone(),
         );
         registry.register(

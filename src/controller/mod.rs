@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::api::common::FIELD_MANAGER;
+use crate::api::common::{FIELD_MANAGER, Phase};
 use crate::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
 use batch::BkflowBatcher;
@@ -42,7 +42,7 @@ pub struct OperatorConfig {
     pub namespaces: Vec<String>,
     /// Connection for jobs without `connectionRef` (looked up in the job's namespace).
     pub default_connection: Option<String>,
-    /// Reconciles at once, per kind.
+    /// Reconciles at once, per kind and lane (deciding, following a running job).
     pub concurrency: u16,
     /// How long an unclear create is searched for before the run turns `Unknown`.
     pub resolve_grace: Duration,
@@ -146,13 +146,57 @@ impl KindName for ExecuteJob {
     const NAME: &'static str = "ExecuteJob";
 }
 
-/// The reconciles of one kind: at most `concurrency` at once, taken in the order they became
-/// due. kube-runtime's own limit picks the next among the due objects in hash order, so under a
-/// backlog (thousands applied at once) some waited far longer than others; tokio's semaphore is
-/// first in, first out. Waiting here costs a small future per due object.
+/// The reconciles of one kind, in two lanes of at most `concurrency` each, each taken in the order
+/// its reconciles became due. kube-runtime's own limit picks the next among the due objects in
+/// hash order, so under a backlog (thousands applied at once) some waited far longer than
+/// others; tokio's semaphore is first in, first out. Waiting here costs a small future per due
+/// object.
+///
+/// Reconciles that follow a job already running upstream (polls, starts, cancels) have a lane of
+/// their own, so that new objects never queue behind them: during a burst of thousands the
+/// follow-ups of the first ones would otherwise take the slots the later ones' submissions wait
+/// for (BENCHMARKS.md).
 struct Slots {
-    permits: tokio::sync::Semaphore,
+    decide: tokio::sync::Semaphore,
+    follow: tokio::sync::Semaphore,
     stopping: CancellationToken,
+}
+
+/// Which of its kind's lanes a reconcile waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Everything but following: new objects, reruns, resolves, finished objects.
+    Decide,
+    /// A run with a job id that has not ended: polls, starts, cancels.
+    Follow,
+}
+
+impl Lane {
+    /// Read off the cached object without decoding it: its status names a job of a run that
+    /// has not ended. A wrong guess only puts a reconcile in the other lane.
+    fn of(obj: &DynamicObject) -> Lane {
+        use serde::Deserialize;
+        let run = obj.data.get("status").and_then(|s| s.get("run"));
+        let has_job = run
+            .and_then(|r| r.get("jobId"))
+            .is_some_and(|j| !j.is_null());
+        let ended = run
+            .and_then(|r| r.get("phase"))
+            .and_then(|p| Phase::deserialize(p).ok())
+            .is_some_and(Phase::is_final);
+        if has_job && !ended {
+            Lane::Follow
+        } else {
+            Lane::Decide
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Lane::Decide => "decide",
+            Lane::Follow => "follow",
+        }
+    }
 }
 
 async fn reconcile<K: JobKind + KindName>(
@@ -163,13 +207,21 @@ async fn reconcile<K: JobKind + KindName>(
     if let Some(again) = reconcile::behind_own_write(&ctx, K::NAME, &obj).await {
         return Ok(Action::requeue(again));
     }
+    let lane = Lane::of(&obj);
+    let permits = match lane {
+        Lane::Decide => &slots.decide,
+        Lane::Follow => &slots.follow,
+    };
     let waiting = std::time::Instant::now();
-    let Ok(_slot) = slots.permits.acquire().await else {
+    let Ok(_slot) = permits.acquire().await else {
         return Ok(Action::await_change());
     };
     ctx.metrics
         .slot_wait_seconds
-        .get_or_create(&metrics::KindLabels { kind: K::NAME })
+        .get_or_create(&metrics::LaneLabels {
+            kind: K::NAME,
+            lane: lane.as_str(),
+        })
         .observe(waiting.elapsed().as_secs_f64());
     if slots.stopping.is_cancelled() {
         // Shutting down: reconciles still waiting for a slot start nothing new.
@@ -317,7 +369,8 @@ async fn run_kind<K: JobKind + KindName>(
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
     let slots = Arc::new(Slots {
-        permits: tokio::sync::Semaphore::new(usize::from(ctx.config.concurrency)),
+        decide: tokio::sync::Semaphore::new(usize::from(ctx.config.concurrency)),
+        follow: tokio::sync::Semaphore::new(usize::from(ctx.config.concurrency)),
         stopping: token.clone(),
     });
     // No limit in kube-runtime (it still never reconciles one object twice at once): `Slots` is
@@ -506,4 +559,55 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(status: serde_json::Value) -> DynamicObject {
+        let mut obj = DynamicObject::new("p", &ApiResource::erase::<ProcessJob>(&()));
+        if !status.is_null() {
+            obj.data = json!({ "status": status });
+        }
+        obj
+    }
+
+    #[test]
+    fn only_a_run_with_a_job_that_has_not_ended_is_followed() {
+        let cases = [
+            (json!(null), Lane::Decide),
+            (json!({"phase": "Pending"}), Lane::Decide),
+            (json!({"run": {"phase": "Submitting"}}), Lane::Decide),
+            (
+                json!({"run": {"phase": "Submitting", "jobId": null}}),
+                Lane::Decide,
+            ),
+            (
+                json!({"run": {"phase": "Running", "jobId": "7"}}),
+                Lane::Follow,
+            ),
+            // Created, not yet started (two-phase systems).
+            (
+                json!({"run": {"phase": "Submitting", "jobId": "7"}}),
+                Lane::Follow,
+            ),
+            (
+                json!({"run": {"phase": "Succeeded", "jobId": "7"}}),
+                Lane::Decide,
+            ),
+            (
+                json!({"run": {"phase": "Cancelled", "jobId": "7"}}),
+                Lane::Decide,
+            ),
+            // A phase this version cannot read: a job it has not seen end.
+            (
+                json!({"run": {"phase": "Paused", "jobId": "7"}}),
+                Lane::Follow,
+            ),
+        ];
+        for (status, lane) in cases {
+            assert_eq!(Lane::of(&object(status.clone())), lane, "{status}");
+        }
+    }
 }
