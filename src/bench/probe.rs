@@ -30,11 +30,16 @@ pub fn samples(text: &str, name: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// The `q` quantile of histogram `name` over all its label sets, as the upper bound of the
-/// bucket it falls in (`f64::INFINITY` past the last bound), and the mean; `None` when empty.
-pub fn histogram(text: &str, name: &str, q: f64) -> Option<(f64, f64)> {
+/// The `q` quantile of histogram `name` over its label sets that have every label of `only`, as
+/// the upper bound of the bucket it falls in (`f64::INFINITY` past the last bound), and the
+/// mean; `None` when empty.
+pub fn histogram(text: &str, name: &str, only: &[(&str, &str)], q: f64) -> Option<(f64, f64)> {
+    let chosen = |s: &Sample| only.iter().all(|(k, v)| s.label(k) == *v);
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    for s in samples(text, &format!("{name}_bucket")) {
+    for s in samples(text, &format!("{name}_bucket"))
+        .into_iter()
+        .filter(chosen)
+    {
         let le: f64 = match s.label("le") {
             "+Inf" => f64::INFINITY,
             le => le.parse().ok()?,
@@ -49,6 +54,7 @@ pub fn histogram(text: &str, name: &str, q: f64) -> Option<(f64, f64)> {
     }
     let sum: f64 = samples(text, &format!("{name}_sum"))
         .iter()
+        .filter(|s| chosen(s))
         .map(|s| s.value)
         .sum();
     let bound = cumulative
@@ -177,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn histogram_quantile_is_the_bound_of_its_bucket_over_all_labels() {
+    fn histogram_quantile_is_the_bound_of_its_bucket_over_the_chosen_labels() {
         let text = "\
 x_bucket{kind=\"A\",le=\"0.1\"} 90
 x_bucket{kind=\"A\",le=\"1.0\"} 98
@@ -190,10 +196,20 @@ x_sum{kind=\"B\"} 170
 x_count{kind=\"A\"} 100
 x_count{kind=\"B\"} 100
 ";
-        assert_eq!(histogram(text, "x", 0.45), Some((0.1, 1.0)));
-        assert_eq!(histogram(text, "x", 0.49), Some((1.0, 1.0)));
-        assert_eq!(histogram(text, "x", 0.99), Some((f64::INFINITY, 1.0)));
-        assert_eq!(histogram(text, "y", 0.5), None);
+        assert_eq!(histogram(text, "x", &[], 0.45), Some((0.1, 1.0)));
+        assert_eq!(histogram(text, "x", &[], 0.49), Some((1.0, 1.0)));
+        assert_eq!(histogram(text, "x", &[], 0.99), Some((f64::INFINITY, 1.0)));
+        assert_eq!(histogram(text, "y", &[], 0.5), None);
+        // One label set: A's 100 alone, mean 0.3.
+        assert_eq!(
+            histogram(text, "x", &[("kind", "A")], 0.9),
+            Some((0.1, 0.3))
+        );
+        assert_eq!(
+            histogram(text, "x", &[("kind", "A")], 0.95),
+            Some((1.0, 0.3))
+        );
+        assert_eq!(histogram(text, "x", &[("kind", "C")], 0.5), None);
     }
 
     #[test]

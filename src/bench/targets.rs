@@ -111,10 +111,24 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
         target: format!("p99 object created → BlueKing create at N = {submit_n}"),
         measured: at(submit_n)
             .map(|r| {
-                format!(
+                let mut measured = format!(
                     "{:.2} s (p50 {:.2} s); from the create's sending {:.2} s",
                     r.created_p99, r.created_p50, r.submit_p99
-                )
+                );
+                if r.created_p99_of_runs.len() > 1 {
+                    let each: Vec<String> = r
+                        .created_p99_of_runs
+                        .iter()
+                        .map(|p| format!("{p:.2}"))
+                        .collect();
+                    let _ = write!(
+                        measured,
+                        "; the median of {} runs: {} s",
+                        each.len(),
+                        each.join(", ")
+                    );
+                }
+                measured
             })
             .unwrap_or_else(|| "not run".into()),
         bound: format!("< {submit_bound} s"),
