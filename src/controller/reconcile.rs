@@ -273,7 +273,12 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
     /// Decides and acts.
     pub async fn run(self) -> Result<Action, Error> {
         let status = self.status();
-        let decision = self.observe(&self.obj, &status);
+        let mut decision = self.observe(&self.obj, &status);
+        if decision == Decision::Start && self.started_here(&status).await {
+            // Started by this process, `started` not yet written (the next write carries it):
+            // following it is a poll, and counted as one.
+            decision = Decision::Poll;
+        }
         debug!(kind = self.kind, ns = %self.ns, name = %self.name, ?decision, "reconcile");
         let label = match &decision {
             Decision::AddFinalizer => "add_finalizer",
@@ -911,10 +916,6 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let Some(run) = status.run.clone() else {
             return Ok(Action::await_change());
         };
-        // Started already, not yet written: follow it (the poll writes `started`).
-        if self.ctx.timings.lock().await.started.get(&self.uid) == Some(&run.key) {
-            return self.poll(status).await;
-        }
         let conn = match self.connection().await {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
@@ -927,6 +928,15 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             return Ok(Action::await_change());
         };
         self.start_job(status, run, job).await
+    }
+
+    /// Whether this process started the run's job already (the start call answered) and its
+    /// `started` is still to be written.
+    async fn started_here(&self, status: &JobStatus) -> bool {
+        let Some(run) = &status.run else {
+            return false;
+        };
+        self.ctx.timings.lock().await.started.get(&self.uid) == Some(&run.key)
     }
 
     async fn adopt_into_run(&self, status: JobStatus, job_id: String) -> Result<Action, Error> {
