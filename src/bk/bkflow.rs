@@ -336,7 +336,7 @@ impl Bkflow<'_> {
         };
         self.client
             .call(
-                CallSpec::new(System::Bkflow, endpoint, CallKind::Safe, body)
+                CallSpec::new(System::Bkflow, endpoint, CallKind::Operate, body)
                     .gateway(Method::POST, &path),
             )
             .await

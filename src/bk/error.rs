@@ -56,9 +56,20 @@ impl fmt::Display for Code {
 pub enum CallKind {
     /// Creates a job. Never retried; an unclear outcome is [`ErrorClass::Ambiguous`].
     Create,
-    /// Reads, lists, and operations whose repetition is harmless (BKFlow start, JOB start,
-    /// revoke/terminate). Retried on transient errors.
+    /// An operation on a job whose repetition is harmless (BKFlow start, JOB start,
+    /// revoke/terminate). Retried on transient errors; like a create, it takes a rate-limit
+    /// token before any waiting read.
+    Operate,
+    /// Reads and lists. Retried on transient errors.
     Safe,
+}
+
+impl CallKind {
+    /// Creates and operations: the calls that move a job, served before reads at the
+    /// connection's rate limit.
+    pub fn moves_a_job(self) -> bool {
+        matches!(self, CallKind::Create | CallKind::Operate)
+    }
 }
 
 /// Which call failed: system, endpoint name and kind. Part of every call error.
@@ -317,7 +328,7 @@ fn is_rate_code(code: i64) -> bool {
 fn maybe_ran(kind: CallKind) -> ErrorClass {
     match kind {
         CallKind::Create => ErrorClass::Ambiguous,
-        CallKind::Safe => ErrorClass::Transient,
+        CallKind::Operate | CallKind::Safe => ErrorClass::Transient,
     }
 }
 

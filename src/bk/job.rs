@@ -544,7 +544,7 @@ impl Job<'_> {
         };
         self.client
             .call(
-                CallSpec::new(System::Job, endpoint, CallKind::Safe, body)
+                CallSpec::new(System::Job, endpoint, CallKind::Operate, body)
                     .gateway(Method::POST, "api/v3/operate_job_instance")
                     .esb(Method::POST, "jobv3/operate_job_instance/"),
             )

@@ -28,6 +28,7 @@ pub mod facade;
 pub mod gsekit;
 pub mod job;
 pub mod nodeman;
+mod tokens;
 mod transport;
 
 pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth};

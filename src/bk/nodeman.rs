@@ -472,7 +472,7 @@ impl Nodeman<'_> {
         let path = format!("api/job/{job_id}/revoke/");
         self.client
             .call(
-                CallSpec::new(System::Nodeman, "job_revoke", CallKind::Safe, body)
+                CallSpec::new(System::Nodeman, "job_revoke", CallKind::Operate, body)
                     .gateway(Method::POST, &path)
                     .esb(Method::POST, "nodeman/api/job/revoke/"),
             )

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue, Method};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -17,6 +17,7 @@ use url::Url;
 
 use super::config::{ClientConfig, Credentials, UserAuth};
 use super::error::{ApiError, BkError, CallInfo, CallKind, Code, TransportFailure};
+use super::tokens::Tokens;
 
 /// Longest `Retry-After` honoured; a larger value is most likely a misconfiguration and the
 /// poller's own backoff takes over.
@@ -87,7 +88,7 @@ pub(crate) struct Transport {
     tenant: Option<HeaderValue>,
     body_credentials: Option<Map<String, Value>>,
     redactor: Redactor,
-    limiter: DefaultDirectRateLimiter,
+    tokens: Tokens,
     in_flight: Semaphore,
     /// Set by a 429: no call leaves before this instant (a per-connection back-off).
     paused_until: Mutex<Option<Instant>>,
@@ -170,19 +171,19 @@ impl Transport {
             tenant,
             body_credentials: cfg.esb_credentials_in_body.then_some(auth),
             redactor: Redactor::new(creds),
-            limiter: RateLimiter::direct(quota),
+            tokens: Tokens::new(RateLimiter::direct(quota)),
             in_flight: Semaphore::new(cfg.max_in_flight),
             paused_until: Mutex::new(None),
             naive_offset_secs: cfg.naive_time_offset_secs,
         })
     }
 
-    /// Sends `req` and decodes `data` as `T`. Safe calls are retried on transient errors
+    /// Sends `req` and decodes `data` as `T`. Operations and reads are retried on transient errors
     /// (honouring `Retry-After`); creates are sent exactly once.
     pub(crate) async fn call<T: DeserializeOwned>(&self, req: &Request) -> Result<T, BkError> {
         let data = match req.call.kind {
             CallKind::Create => self.send(req).await?,
-            CallKind::Safe => {
+            CallKind::Operate | CallKind::Safe => {
                 let policy = ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(5))
@@ -212,7 +213,7 @@ impl Transport {
     /// One attempt: wait for the rate limiter and an in-flight slot, send, decode the envelope.
     async fn send(&self, req: &Request) -> Result<(Value, u16, Option<String>), BkError> {
         self.wait_for_pause().await;
-        self.limiter.until_ready().await;
+        self.tokens.take(req.call.kind.moves_a_job()).await;
         let _permit = self
             .in_flight
             .acquire()

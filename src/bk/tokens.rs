@@ -1,0 +1,145 @@
+//! A connection's rate limit, with the calls that move a job ahead of reads.
+//!
+//! Every call takes a token of the connection's bucket (`rateLimit.qps`, `burst`). With the
+//! default 10 calls/s a hundred running jobs ask for more polls than that; when every waiter
+//! raced for each token, a new job's create (its intent already written) or start waited behind
+//! that crowd by chance: 41 s at p99 with N = 100 at the default limit (BENCHMARKS.md). Now
+//! creates and operations on a job (start, revoke, terminate) wait first in, first out among
+//! themselves, reads first in, first out among themselves, and a read takes a token only when
+//! no such call is waiting.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use governor::DefaultDirectRateLimiter;
+use tokio::sync::{Mutex, Notify};
+
+/// The bucket and the two queues in front of it.
+pub(crate) struct Tokens {
+    limiter: DefaultDirectRateLimiter,
+    /// Held by the one call of each class that waits on the bucket; the others queue here.
+    urgent_turn: Mutex<()>,
+    read_turn: Mutex<()>,
+    /// Calls that move a job, waiting or holding their turn.
+    urgent_waiting: AtomicUsize,
+    /// Signalled when that count drops to zero.
+    urgent_gone: Notify,
+}
+
+impl Tokens {
+    pub(crate) fn new(limiter: DefaultDirectRateLimiter) -> Self {
+        Tokens {
+            limiter,
+            urgent_turn: Mutex::new(()),
+            read_turn: Mutex::new(()),
+            urgent_waiting: AtomicUsize::new(0),
+            urgent_gone: Notify::new(),
+        }
+    }
+
+    /// Waits for a token. `moves_a_job`: a create or an operation on a job, served before any
+    /// read that is waiting. Dropping the future gives up its place.
+    pub(crate) async fn take(&self, moves_a_job: bool) {
+        if moves_a_job {
+            let _waiting = Waiting::new(self);
+            let _turn = self.urgent_turn.lock().await;
+            self.limiter.until_ready().await;
+            return;
+        }
+        let _turn = self.read_turn.lock().await;
+        loop {
+            // Registered before the count is read, so a drop to zero in between is not missed.
+            let gone = self.urgent_gone.notified();
+            if self.urgent_waiting.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            gone.await;
+        }
+        self.limiter.until_ready().await;
+    }
+}
+
+/// Counts a call that moves a job while it waits, also when its future is dropped.
+struct Waiting<'a>(&'a Tokens);
+
+impl<'a> Waiting<'a> {
+    fn new(tokens: &'a Tokens) -> Self {
+        tokens.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(tokens)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.0.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.urgent_gone.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use governor::{Quota, RateLimiter};
+
+    use super::*;
+
+    fn tokens(per_second: u32) -> Arc<Tokens> {
+        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap())
+            .allow_burst(NonZeroU32::new(1).unwrap());
+        Arc::new(Tokens::new(RateLimiter::direct(quota)))
+    }
+
+    #[tokio::test]
+    async fn a_call_that_moves_a_job_goes_ahead_of_the_waiting_reads() {
+        let tokens = tokens(50);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let (tokens, order) = (tokens.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                tokens.take(false).await;
+                order.lock().unwrap().push(format!("read {i}"));
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The reads served before the create began to wait, whatever the scheduler did.
+        let served_before = order.lock().unwrap().len();
+        assert!(
+            served_before < 15,
+            "the reads were not queued: {served_before}"
+        );
+        {
+            let (tokens, order) = (tokens.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                tokens.take(true).await;
+                order.lock().unwrap().push("create".to_owned());
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        let at = order.iter().position(|c| c == "create").unwrap();
+        // At most the one read already waiting on the bucket may take the next token first.
+        assert!(
+            at <= served_before + 1,
+            "the create came {at}th, {served_before} reads were served before it waited: {order:?}"
+        );
+        assert_eq!(order.len(), 21);
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_while_waiting_does_not_hold_the_reads_back() {
+        let tokens = tokens(20);
+        tokens.take(false).await; // the bucket is empty now
+        let gave_up = tokio::time::timeout(Duration::from_millis(5), tokens.take(true)).await;
+        assert!(gave_up.is_err(), "the bucket had a token to spare");
+        assert_eq!(tokens.urgent_waiting.load(Ordering::SeqCst), 0);
+        tokio::time::timeout(Duration::from_secs(5), tokens.take(false))
+            .await
+            .expect("a read after a given-up create gets its token");
+    }
+}
