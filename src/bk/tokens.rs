@@ -6,12 +6,19 @@
 //! that crowd by chance: 41 s at p99 with N = 100 at the default limit (BENCHMARKS.md). Now
 //! creates and operations on a job (start, revoke, terminate) wait first in, first out among
 //! themselves, reads first in, first out among themselves, and a read takes a token only when
-//! no such call is waiting.
+//! no such call is waiting, or once it has waited [`READ_DEFERRAL`]: then it races the one
+//! waiting create for the next token, so that a long stream of creates (thousands applied at
+//! once at 10 calls/s) slows the polls of running jobs without stopping them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use governor::DefaultDirectRateLimiter;
 use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+
+/// How long a read gives way to calls that move a job; poll intervals are 2–30 s.
+pub(crate) const READ_DEFERRAL: Duration = Duration::from_secs(5);
 
 /// The bucket and the two queues in front of it.
 pub(crate) struct Tokens {
@@ -23,16 +30,19 @@ pub(crate) struct Tokens {
     urgent_waiting: AtomicUsize,
     /// Signalled when that count drops to zero.
     urgent_gone: Notify,
+    /// How long a read gives way at most.
+    read_deferral: Duration,
 }
 
 impl Tokens {
-    pub(crate) fn new(limiter: DefaultDirectRateLimiter) -> Self {
+    pub(crate) fn new(limiter: DefaultDirectRateLimiter, read_deferral: Duration) -> Self {
         Tokens {
             limiter,
             urgent_turn: Mutex::new(()),
             read_turn: Mutex::new(()),
             urgent_waiting: AtomicUsize::new(0),
             urgent_gone: Notify::new(),
+            read_deferral,
         }
     }
 
@@ -45,6 +55,8 @@ impl Tokens {
             self.limiter.until_ready().await;
             return;
         }
+        // From when the read began to wait, its turn in the queue included.
+        let given_way_until = Instant::now() + self.read_deferral;
         let _turn = self.read_turn.lock().await;
         loop {
             // Registered before the count is read, so a drop to zero in between is not missed.
@@ -52,7 +64,12 @@ impl Tokens {
             if self.urgent_waiting.load(Ordering::SeqCst) == 0 {
                 break;
             }
-            gone.await;
+            if tokio::time::timeout_at(given_way_until, gone)
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
         self.limiter.until_ready().await;
     }
@@ -86,15 +103,15 @@ mod tests {
 
     use super::*;
 
-    fn tokens(per_second: u32) -> Arc<Tokens> {
+    fn tokens(per_second: u32, read_deferral: Duration) -> Arc<Tokens> {
         let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap())
             .allow_burst(NonZeroU32::new(1).unwrap());
-        Arc::new(Tokens::new(RateLimiter::direct(quota)))
+        Arc::new(Tokens::new(RateLimiter::direct(quota), read_deferral))
     }
 
     #[tokio::test]
     async fn a_call_that_moves_a_job_goes_ahead_of_the_waiting_reads() {
-        let tokens = tokens(50);
+        let tokens = tokens(50, READ_DEFERRAL);
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..20 {
@@ -133,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_given_up_while_waiting_does_not_hold_the_reads_back() {
-        let tokens = tokens(20);
+        let tokens = tokens(20, READ_DEFERRAL);
         tokens.take(false).await; // the bucket is empty now
         let gave_up = tokio::time::timeout(Duration::from_millis(5), tokens.take(true)).await;
         assert!(gave_up.is_err(), "the bucket had a token to spare");
@@ -141,5 +158,33 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tokens.take(false))
             .await
             .expect("a read after a given-up create gets its token");
+    }
+
+    #[tokio::test]
+    async fn a_read_gives_way_for_a_while_not_for_ever() {
+        let tokens = tokens(50, Duration::from_millis(100));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // 40 creates waiting at once: 0.8 s of tokens.
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (tokens, order) = (tokens.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                tokens.take(true).await;
+                order.lock().unwrap().push(format!("create {i}"));
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (t, o) = (tokens.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            t.take(false).await;
+            o.lock().unwrap().push("read".to_owned());
+        }));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        let at = order.iter().position(|c| c == "read").unwrap();
+        // After 100 ms of giving way (5 tokens) it races the creates for the next one.
+        assert!(at < 20, "the read came {at}th of 41: {order:?}");
     }
 }

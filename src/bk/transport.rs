@@ -17,7 +17,7 @@ use url::Url;
 
 use super::config::{ClientConfig, Credentials, UserAuth};
 use super::error::{ApiError, BkError, CallInfo, CallKind, Code, TransportFailure};
-use super::tokens::Tokens;
+use super::tokens::{READ_DEFERRAL, Tokens};
 
 /// Longest `Retry-After` honoured; a larger value is most likely a misconfiguration and the
 /// poller's own backoff takes over.
@@ -171,7 +171,7 @@ impl Transport {
             tenant,
             body_credentials: cfg.esb_credentials_in_body.then_some(auth),
             redactor: Redactor::new(creds),
-            tokens: Tokens::new(RateLimiter::direct(quota)),
+            tokens: Tokens::new(RateLimiter::direct(quota), READ_DEFERRAL),
             in_flight: Semaphore::new(cfg.max_in_flight),
             paused_until: Mutex::new(None),
             naive_offset_secs: cfg.naive_time_offset_secs,
