@@ -103,6 +103,38 @@ mod tests {
 
     use super::*;
 
+    type Order = Arc<std::sync::Mutex<Vec<String>>>;
+
+    /// Takes a token in a task of its own, then appends `label` to `order`.
+    fn take_in_turn(
+        tokens: &Arc<Tokens>,
+        order: &Order,
+        moves_a_job: bool,
+        label: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tokens, order) = (tokens.clone(), order.clone());
+        tokio::spawn(async move {
+            tokens.take(moves_a_job).await;
+            order.lock().unwrap().push(label);
+        })
+    }
+
+    /// Waits for every task, then where `label` came in `order`.
+    async fn position(
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        order: &Order,
+        label: &str,
+    ) -> usize {
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        order
+            .iter()
+            .position(|c| c == label)
+            .unwrap_or_else(|| panic!("{label} never took a token: {order:?}"))
+    }
+
     fn tokens(per_second: u32, read_deferral: Duration) -> Arc<Tokens> {
         let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap())
             .allow_burst(NonZeroU32::new(1).unwrap());
@@ -112,15 +144,10 @@ mod tests {
     #[tokio::test]
     async fn a_call_that_moves_a_job_goes_ahead_of_the_waiting_reads() {
         let tokens = tokens(50, READ_DEFERRAL);
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let (tokens, order) = (tokens.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                tokens.take(false).await;
-                order.lock().unwrap().push(format!("read {i}"));
-            }));
-        }
+        let order = Order::default();
+        let mut tasks: Vec<_> = (0..20)
+            .map(|i| take_in_turn(&tokens, &order, false, format!("read {i}")))
+            .collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
         // The reads served before the create began to wait, whatever the scheduler did.
         let served_before = order.lock().unwrap().len();
@@ -128,24 +155,14 @@ mod tests {
             served_before < 15,
             "the reads were not queued: {served_before}"
         );
-        {
-            let (tokens, order) = (tokens.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                tokens.take(true).await;
-                order.lock().unwrap().push("create".to_owned());
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let order = order.lock().unwrap();
-        let at = order.iter().position(|c| c == "create").unwrap();
+        tasks.push(take_in_turn(&tokens, &order, true, "create".into()));
+        let at = position(tasks, &order, "create").await;
         // At most the one read already waiting on the bucket may take the next token first.
         assert!(
             at <= served_before + 1,
             "the create came {at}th, {served_before} reads were served before it waited: {order:?}"
         );
-        assert_eq!(order.len(), 21);
+        assert_eq!(order.lock().unwrap().len(), 21);
     }
 
     #[tokio::test]
@@ -163,27 +180,14 @@ mod tests {
     #[tokio::test]
     async fn a_read_gives_way_for_a_while_not_for_ever() {
         let tokens = tokens(50, Duration::from_millis(100));
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let order = Order::default();
         // 40 creates waiting at once: 0.8 s of tokens.
-        let mut tasks = Vec::new();
-        for i in 0..40 {
-            let (tokens, order) = (tokens.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                tokens.take(true).await;
-                order.lock().unwrap().push(format!("create {i}"));
-            }));
-        }
+        let mut tasks: Vec<_> = (0..40)
+            .map(|i| take_in_turn(&tokens, &order, true, format!("create {i}")))
+            .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let (t, o) = (tokens.clone(), order.clone());
-        tasks.push(tokio::spawn(async move {
-            t.take(false).await;
-            o.lock().unwrap().push("read".to_owned());
-        }));
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let order = order.lock().unwrap();
-        let at = order.iter().position(|c| c == "read").unwrap();
+        tasks.push(take_in_turn(&tokens, &order, false, "read".into()));
+        let at = position(tasks, &order, "read").await;
         // After 100 ms of giving way (5 tokens) it races the creates for the next one.
         assert!(at < 20, "the read came {at}th of 41: {order:?}");
     }
