@@ -641,29 +641,21 @@ async fn run_one(
     }
     kube.retain(|_, v| *v > 0.0);
     report.kube_per_job = kube.into_iter().map(|(k, v)| (k, v / n_f)).collect();
-    for s in samples(&op_metrics, "bkops_reconciles_total") {
-        *report
-            .reconciles_per_job
-            .entry(s.label("outcome").to_owned())
-            .or_default() += s.value / n_f;
-    }
+    let per_job_by_outcome = |name: &str| {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for s in samples(&op_metrics, name) {
+            *out.entry(s.label("outcome").to_owned()).or_default() += s.value / n_f;
+        }
+        out
+    };
+    report.reconciles_per_job = per_job_by_outcome("bkops_reconciles_total");
+    report.status_writes_by_reason = per_job_by_outcome("bkops_status_writes_total");
+    report.events_per_job = per_job_by_outcome("bkops_events_total");
     for lane in ["decide", "follow"] {
         let only = [("lane", lane)];
         if let Some(wait) = probe::histogram(&op_metrics, SLOT_WAIT, &only, 0.99) {
             report.slot_wait.insert(lane, wait);
         }
-    }
-    for s in samples(&op_metrics, "bkops_status_writes_total") {
-        *report
-            .status_writes_by_reason
-            .entry(s.label("outcome").to_owned())
-            .or_default() += s.value / n_f;
-    }
-    for s in samples(&op_metrics, "bkops_events_total") {
-        *report
-            .events_per_job
-            .entry(s.label("outcome").to_owned())
-            .or_default() += s.value / n_f;
     }
 
     // BlueKing calls, per job of the system called.
@@ -769,6 +761,16 @@ fn median_run(mut runs: Vec<RunReport>) -> Option<RunReport> {
     Some(chosen)
 }
 
+/// With `--repeat`, the p99 object created → BlueKing create of each run, as the report prints it.
+fn p99_of_each_run(r: &RunReport) -> String {
+    let each: Vec<String> = r
+        .created_p99_of_runs
+        .iter()
+        .map(|p| format!("{p:.2}"))
+        .collect();
+    each.join(", ")
+}
+
 fn one_line(r: &RunReport) -> String {
     format!(
         "  N={}: {}/{} final ({} succeeded), created→submit p50 {:.2}s p99 {:.2}s, sent→submit p50 {:.2}s p99 {:.2}s (p99 create call {:.2}s, to intent {:.2}s, intent to BK {:.2}s), finish→status p50 {:.2}s p99 {:.2}s, drain {:.1}s, status writes/job {:.2}, creates/run {:.2}, peak {:.0} calls/s, RSS {:.1} MiB, CPU {:.1}s",
@@ -822,6 +824,27 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         let cells: String = reports.iter().map(|r| format!(" {} |", f(r))).collect();
         let _ = writeln!(s, "| {name} |{cells}");
     };
+    // One row per key of a per-job map: the `fixed` keys in that order, or else every key any
+    // run has, sorted.
+    let per_job_rows = |s: &mut String,
+                        fixed: &[&str],
+                        map: &dyn Fn(&RunReport) -> &BTreeMap<String, f64>,
+                        name: &dyn Fn(&str) -> String| {
+        let mut keys: Vec<String> = fixed.iter().map(|k| (*k).to_owned()).collect();
+        if keys.is_empty() {
+            keys = reports
+                .iter()
+                .flat_map(|r| map(r).keys().cloned())
+                .collect();
+            keys.sort();
+            keys.dedup();
+        }
+        for k in keys {
+            row(s, &name(&k), &|r| {
+                format!("{:.2}", map(r).get(&k).copied().unwrap_or(0.0))
+            });
+        }
+    };
     row(&mut s, "objects final (succeeded)", &|r| {
         format!("{} ({})", r.finished, r.succeeded)
     });
@@ -834,14 +857,7 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         &|r| pair(r.created_p50, r.created_p99),
     );
     if args.repeat > 1 {
-        row(&mut s, "… p99 of each run, in order (s)", &|r| {
-            let each: Vec<String> = r
-                .created_p99_of_runs
-                .iter()
-                .map(|p| format!("{p:.2}"))
-                .collect();
-            each.join(", ")
-        });
+        row(&mut s, "… p99 of each run, in order (s)", &p99_of_each_run);
     }
     row(
         &mut s,
@@ -889,38 +905,22 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     row(&mut s, "status PATCHes per job", &|r| {
         format!("{:.2}", r.status_writes_per_job)
     });
-    for why in ["intent", "change", "progress"] {
-        row(&mut s, &format!("… of which {why}"), &|r| {
-            format!(
-                "{:.2}",
-                r.status_writes_by_reason.get(why).copied().unwrap_or(0.0)
-            )
-        });
-    }
+    per_job_rows(
+        &mut s,
+        &["intent", "change", "progress"],
+        &|r| &r.status_writes_by_reason,
+        &|why| format!("… of which {why}"),
+    );
     // Three per job in the end (one per phase change); all outcomes shown, `dropped` above all.
-    for outcome in ["published", "failed", "dropped"] {
-        row(
-            &mut s,
-            &format!("operator Events per job: {outcome}"),
-            &|r| {
-                format!(
-                    "{:.2}",
-                    r.events_per_job.get(outcome).copied().unwrap_or(0.0)
-                )
-            },
-        );
-    }
-    let mut outcomes: Vec<&String> = reports
-        .iter()
-        .flat_map(|r| r.reconciles_per_job.keys())
-        .collect();
-    outcomes.sort();
-    outcomes.dedup();
-    for k in outcomes {
-        row(&mut s, &format!("operator reconciles per job: {k}"), &|r| {
-            format!("{:.2}", r.reconciles_per_job.get(k).copied().unwrap_or(0.0))
-        });
-    }
+    per_job_rows(
+        &mut s,
+        &["published", "failed", "dropped"],
+        &|r| &r.events_per_job,
+        &|outcome| format!("operator Events per job: {outcome}"),
+    );
+    per_job_rows(&mut s, &[], &|r| &r.reconciles_per_job, &|k| {
+        format!("operator reconciles per job: {k}")
+    });
     for lane in ["decide", "follow"] {
         row(
             &mut s,
@@ -933,22 +933,12 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
             },
         );
     }
-    let mut kube_keys: Vec<&String> = reports.iter().flat_map(|r| r.kube_per_job.keys()).collect();
-    kube_keys.sort();
-    kube_keys.dedup();
-    for k in kube_keys {
-        row(&mut s, &format!("k8s {k} per job"), &|r| {
-            format!("{:.2}", r.kube_per_job.get(k).copied().unwrap_or(0.0))
-        });
-    }
-    let mut bk_keys: Vec<&String> = reports.iter().flat_map(|r| r.bk_per_job.keys()).collect();
-    bk_keys.sort();
-    bk_keys.dedup();
-    for k in bk_keys {
-        row(&mut s, &format!("BK {k} per job"), &|r| {
-            format!("{:.2}", r.bk_per_job.get(k).copied().unwrap_or(0.0))
-        });
-    }
+    per_job_rows(&mut s, &[], &|r| &r.kube_per_job, &|k| {
+        format!("k8s {k} per job")
+    });
+    per_job_rows(&mut s, &[], &|r| &r.bk_per_job, &|k| {
+        format!("BK {k} per job")
+    });
     row(&mut s, "BK creates per run", &|r| {
         format!("{:.2}", r.creates_per_run)
     });

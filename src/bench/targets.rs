@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::workload::BKFLOW_SPACES;
-use super::{BenchArgs, RunReport};
+use super::{BenchArgs, RunReport, p99_of_each_run};
 use crate::controller::batch::BKFLOW_BATCH_WINDOW;
 
 /// Status writes per run allowed in steady state: the intent, the job id, the end.
@@ -116,16 +116,11 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
                     r.created_p99, r.created_p50, r.submit_p99
                 );
                 if r.created_p99_of_runs.len() > 1 {
-                    let each: Vec<String> = r
-                        .created_p99_of_runs
-                        .iter()
-                        .map(|p| format!("{p:.2}"))
-                        .collect();
                     let _ = write!(
                         measured,
                         "; the median of {} runs: {} s",
-                        each.len(),
-                        each.join(", ")
+                        r.created_p99_of_runs.len(),
+                        p99_of_each_run(r)
                     );
                 }
                 measured
