@@ -90,7 +90,9 @@ pub struct BkConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
 
-    /// Client-side limits for calls through this connection.
+    /// Client-side limits for calls through this connection, shared by every job that uses it.
+    /// Creates and the calls that move a job (start, cancel) take the next token before any
+    /// waiting poll; a poll gives way to them for at most 5 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
 }
