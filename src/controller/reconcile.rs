@@ -12,6 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 use rand::Rng;
+use serde::Deserialize as _;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -177,7 +178,7 @@ pub async fn behind_own_write(
     // Unreadable status: the reconcile reports the malformed object; nothing to wait for.
     let cached: Option<JobStatus> = match obj.data.get("status") {
         None => None,
-        Some(s) => match serde_json::from_value(s.clone()) {
+        Some(s) => match JobStatus::deserialize(s) {
             Ok(s) => Some(s),
             Err(_) => return None,
         },
