@@ -235,7 +235,11 @@ async fn reconcile_one<K: JobKind + KindName>(
     obj: Arc<DynamicObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    match obj.as_ref().clone().try_parse::<K>() {
+    // Read straight from the cached object (no deep copy of it first); an error names the field.
+    let parsed = serde_json::to_value(obj.as_ref())
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_path_to_error::deserialize::<_, K>(v).map_err(|e| e.to_string()));
+    match parsed {
         Ok(typed) => Reconciler::new(&ctx, typed, K::NAME)?.run().await,
         Err(e) => {
             // A malformed object must not stop the watch of its kind: say so on the object and
@@ -247,7 +251,7 @@ async fn reconcile_one<K: JobKind + KindName>(
                     outcome: "malformed",
                 })
                 .inc();
-            report_malformed::<K>(&ctx, &obj, &e.to_string()).await;
+            report_malformed::<K>(&ctx, &obj, &e).await;
             Ok(Action::await_change())
         }
     }
