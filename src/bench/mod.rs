@@ -42,6 +42,8 @@ use workload::{KINDS, resource};
 
 /// The operator's histogram of waits for a reconcile slot, by kind and lane.
 const SLOT_WAIT: &str = "bkops_reconcile_slot_wait_seconds";
+/// The values of that histogram's `lane` label, in the order the report shows them.
+const LANES: [&str; 2] = ["decide", "follow"];
 
 /// `bkops bench` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -651,7 +653,7 @@ async fn run_one(
     report.reconciles_per_job = per_job_by_outcome("bkops_reconciles_total");
     report.status_writes_by_reason = per_job_by_outcome("bkops_status_writes_total");
     report.events_per_job = per_job_by_outcome("bkops_events_total");
-    for lane in ["decide", "follow"] {
+    for lane in LANES {
         let only = [("lane", lane)];
         if let Some(wait) = probe::histogram(&op_metrics, SLOT_WAIT, &only, 0.99) {
             report.slot_wait.insert(lane, wait);
@@ -921,7 +923,7 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     per_job_rows(&mut s, &[], &|r| &r.reconciles_per_job, &|k| {
         format!("operator reconciles per job: {k}")
     });
-    for lane in ["decide", "follow"] {
+    for lane in LANES {
         row(
             &mut s,
             &format!("wait for a reconcile slot, {lane} lane: p99 bucket ≤ / mean (s)"),
