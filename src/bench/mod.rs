@@ -802,8 +802,9 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Job duration {} s; rate limit qps {} burst {} in-flight {}; operator concurrency {} per kind and lane; polls {}–{} s; {}.\n",
+        "Job duration {} s; {} creates in flight; rate limit qps {} burst {} in-flight {}; operator concurrency {} per kind and lane; polls {}–{} s; {}.\n",
         args.job_seconds,
+        args.parallelism,
         args.qps,
         args.burst,
         args.max_in_flight,

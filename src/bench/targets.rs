@@ -108,7 +108,10 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
     let (submit_n, submit_bound) = SUBMIT_TARGET;
     let at = |n: usize| reports.iter().find(|r| r.n == n);
     out.push(Verdict {
-        target: format!("p99 object created → BlueKing create at N = {submit_n}"),
+        target: format!(
+            "p99 object created → BlueKing create at N = {submit_n}, {} creates in flight",
+            args.parallelism
+        ),
         measured: at(submit_n)
             .map(|r| {
                 let mut measured = format!(
@@ -276,5 +279,23 @@ mod tests {
         assert_eq!(met(&v, "BlueKing creates"), Some(true));
         let table = render(&args(), &[good(100)]);
         assert!(table.contains("| not run | < 2 s | – |"), "{table}");
+    }
+
+    /// The latency depends on how many creates the API server serves at once (BENCHMARKS.md),
+    /// so its target line says how many the run sent.
+    #[test]
+    fn the_latency_target_names_the_creates_in_flight() {
+        let v = verdicts(
+            &Cli::parse_from(["bench", "--parallelism", "16"]).bench,
+            &[good(1000)],
+        );
+        let latency = v
+            .iter()
+            .find(|v| v.target.starts_with("p99 object created"))
+            .expect("a latency target");
+        assert!(
+            latency.target.ends_with("N = 1000, 16 creates in flight"),
+            "{latency:#?}"
+        );
     }
 }
