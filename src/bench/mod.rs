@@ -76,7 +76,9 @@ pub struct BenchArgs {
     /// The operator's longest poll interval, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub poll_max_seconds: f64,
-    /// Creates (and bare-client object pipelines) in flight at once.
+    /// Creates (and bare-client object pipelines) in flight at once. The more requests the API
+    /// server serves at once, the later its watch delivers each object, so the latency from an
+    /// object's creation to its BlueKing create grows with this (BENCHMARKS.md).
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,
     /// Give up on a run after this many seconds.
