@@ -235,7 +235,8 @@ async fn reconcile_one<K: JobKind + KindName>(
     obj: Arc<DynamicObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    // Read straight from the cached object (no deep copy of it first); an error names the field.
+    // One JSON value built from the cached object, read into `K` with the failing field's path
+    // (kube's `try_parse` would clone the object first, and its errors name no field).
     let parsed = serde_json::to_value(obj.as_ref())
         .map_err(|e| e.to_string())
         .and_then(|v| serde_path_to_error::deserialize::<_, K>(v).map_err(|e| e.to_string()));
