@@ -45,6 +45,25 @@ const SLOT_WAIT: &str = "bkops_reconcile_slot_wait_seconds";
 /// The values of that histogram's `lane` label, in the order the report shows them.
 const LANES: [&str; 2] = ["decide", "follow"];
 
+/// A connection rate limit: calls per second, burst, calls in flight.
+#[derive(Clone, Copy, Debug)]
+pub struct Limit {
+    /// Calls per second.
+    pub qps: u32,
+    /// Burst.
+    pub burst: u32,
+    /// Calls in flight.
+    pub max_in_flight: u32,
+}
+
+/// The bench's default connection limit, raised out of the way of the jobs' calls at N = 1000
+/// (the latency target of issue 6 is for such a limit).
+pub const RAISED_LIMIT: Limit = Limit {
+    qps: 1000,
+    burst: 1000,
+    max_in_flight: 64,
+};
+
 /// `bkops bench` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -54,14 +73,16 @@ pub struct BenchArgs {
     /// How long a simulated BlueKing job runs, in seconds.
     #[arg(long, default_value_t = 25.0)]
     pub job_seconds: f64,
-    /// The connection's BlueKing rate limit: calls per second (raised out of the way).
-    #[arg(long, default_value_t = 1000)]
+    /// The connection's BlueKing rate limit: calls per second. The default raises it out of the
+    /// way; below it (or below the default burst or cap on calls in flight) the latency target is
+    /// reported but not judged, as the limit sets that latency.
+    #[arg(long, default_value_t = RAISED_LIMIT.qps)]
     pub qps: u32,
     /// The connection's burst.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = RAISED_LIMIT.burst)]
     pub burst: u32,
     /// The connection's cap on calls in flight.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = RAISED_LIMIT.max_in_flight)]
     pub max_in_flight: u32,
     /// Runs of each N. The report shows the run whose p99 object created → BlueKing create is
     /// the median, and that p99 of every run, so the spread between identical runs shows.
@@ -141,8 +162,8 @@ pub struct RunReport {
     /// The operator's reconciles per job, by the step taken (or the error).
     pub reconciles_per_job: BTreeMap<String, f64>,
     /// Waits for a reconcile slot, by lane (`decide`: submissions and the like; `follow`: polls
-    /// and starts of running jobs): p99 (upper bound of its histogram bucket) and mean, seconds.
-    pub slot_wait: BTreeMap<&'static str, (f64, f64)>,
+    /// and starts of running jobs): p99 (its histogram bucket) and mean, seconds.
+    pub slot_wait: BTreeMap<&'static str, (probe::Bucket, f64)>,
     /// Status patches per job (all `PATCH .../status` on the job kinds).
     pub status_writes_per_job: f64,
     /// Status writes per job by the operator's reason (intent, change, progress).
@@ -933,7 +954,7 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
             &|r| {
                 r.slot_wait
                     .get(lane)
-                    .map(|(p99, mean)| format!("{p99:.3} / {mean:.3}"))
+                    .map(|(p99, mean)| format!("{p99} / {mean:.3}"))
                     .unwrap_or_else(|| "–".into())
             },
         );

@@ -30,10 +30,27 @@ pub fn samples(text: &str, name: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// Where a quantile of a histogram falls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bucket {
+    /// In the bucket with this upper bound.
+    AtMost(f64),
+    /// Past the last finite bound, which is this.
+    Above(f64),
+}
+
+impl std::fmt::Display for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bucket::AtMost(le) => write!(f, "{le:.3}"),
+            Bucket::Above(le) => write!(f, "> {le:.3}"),
+        }
+    }
+}
+
 /// The `q` quantile of histogram `name` over its label sets that have every label of `only`, as
-/// the upper bound of the bucket it falls in (`f64::INFINITY` past the last bound), and the
-/// mean; `None` when empty.
-pub fn histogram(text: &str, name: &str, only: &[(&str, &str)], q: f64) -> Option<(f64, f64)> {
+/// the bucket it falls in, and the mean; `None` when empty.
+pub fn histogram(text: &str, name: &str, only: &[(&str, &str)], q: f64) -> Option<(Bucket, f64)> {
     let chosen = |s: &Sample| only.iter().all(|(k, v)| s.label(k) == *v);
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for s in samples(text, &format!("{name}_bucket"))
@@ -57,11 +74,17 @@ pub fn histogram(text: &str, name: &str, only: &[(&str, &str)], q: f64) -> Optio
         .filter(|s| chosen(s))
         .map(|s| s.value)
         .sum();
-    let bound = cumulative
+    let last_finite = cumulative
         .iter()
-        .find(|(_, c)| *c >= q * count)
-        .map_or(f64::INFINITY, |(le, _)| *le);
-    Some((bound, sum / count))
+        .rev()
+        .map(|(le, _)| *le)
+        .find(|le| le.is_finite())
+        .unwrap_or(0.0);
+    let bucket = match cumulative.iter().find(|(_, c)| *c >= q * count) {
+        Some((le, _)) if le.is_finite() => Bucket::AtMost(*le),
+        _ => Bucket::Above(last_finite),
+    };
+    Some((bucket, sum / count))
 }
 
 fn parse_line(line: &str) -> Option<Sample> {
@@ -196,18 +219,22 @@ x_sum{kind=\"B\"} 170
 x_count{kind=\"A\"} 100
 x_count{kind=\"B\"} 100
 ";
-        assert_eq!(histogram(text, "x", &[], 0.45), Some((0.1, 1.0)));
-        assert_eq!(histogram(text, "x", &[], 0.49), Some((1.0, 1.0)));
-        assert_eq!(histogram(text, "x", &[], 0.99), Some((f64::INFINITY, 1.0)));
+        let at_most = |le| Some((Bucket::AtMost(le), 1.0));
+        assert_eq!(histogram(text, "x", &[], 0.45), at_most(0.1));
+        assert_eq!(histogram(text, "x", &[], 0.49), at_most(1.0));
+        // Past the last bound: the report says "> 1.000", not "inf".
+        let past = histogram(text, "x", &[], 0.99);
+        assert_eq!(past, Some((Bucket::Above(1.0), 1.0)));
+        assert_eq!(past.map(|(b, _)| b.to_string()).as_deref(), Some("> 1.000"));
         assert_eq!(histogram(text, "y", &[], 0.5), None);
         // One label set: A's 100 alone, mean 0.3.
         assert_eq!(
             histogram(text, "x", &[("kind", "A")], 0.9),
-            Some((0.1, 0.3))
+            Some((Bucket::AtMost(0.1), 0.3))
         );
         assert_eq!(
             histogram(text, "x", &[("kind", "A")], 0.95),
-            Some((1.0, 0.3))
+            Some((Bucket::AtMost(1.0), 0.3))
         );
         assert_eq!(histogram(text, "x", &[("kind", "C")], 0.5), None);
     }

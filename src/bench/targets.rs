@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::workload::BKFLOW_SPACES;
-use super::{BenchArgs, RunReport, p99_of_each_run};
+use super::{BenchArgs, RAISED_LIMIT, RunReport, p99_of_each_run};
 use crate::controller::batch::BKFLOW_BATCH_WINDOW;
 
 /// Status writes per run allowed in steady state: the intent, the job id, the end.
@@ -51,6 +51,33 @@ fn writes(r: &RunReport, reason: &str) -> f64 {
         .get(reason)
         .copied()
         .unwrap_or(0.0)
+}
+
+/// Why the connection's rate limit may have set the latency of `r`'s creates, if it may have:
+/// the limit was below the bench's raised default, or a second's calls reached its qps.
+fn limit_in_the_way(args: &BenchArgs, r: &RunReport) -> Option<String> {
+    let raised = RAISED_LIMIT;
+    if args.qps < raised.qps
+        || args.burst < raised.burst
+        || args.max_in_flight < raised.max_in_flight
+    {
+        return Some(format!(
+            "the connection's limit (qps {}, burst {}, {} in flight) is below the bench's raised \
+             default (qps {}, burst {}, {} in flight)",
+            args.qps,
+            args.burst,
+            args.max_in_flight,
+            raised.qps,
+            raised.burst,
+            raised.max_in_flight
+        ));
+    }
+    (r.peak_calls_per_sec >= f64::from(args.qps)).then(|| {
+        format!(
+            "the busiest second's {:.0} BlueKing calls reached the connection's qps {}",
+            r.peak_calls_per_sec, args.qps
+        )
+    })
 }
 
 /// Judges every target on the runs made.
@@ -126,11 +153,19 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
                         p99_of_each_run(r)
                     );
                 }
+                if let Some(why) = limit_in_the_way(args, r) {
+                    let _ = write!(
+                        measured,
+                        "; not judged: {why}, and the target is for a limit out of the way"
+                    );
+                }
                 measured
             })
             .unwrap_or_else(|| "not run".into()),
         bound: format!("< {submit_bound} s"),
-        met: at(submit_n).map(|r| r.created_p99 < submit_bound),
+        met: at(submit_n)
+            .filter(|r| limit_in_the_way(args, r).is_none())
+            .map(|r| r.created_p99 < submit_bound),
     });
     let with_ceiling: Vec<RunReport> = reports
         .iter()
@@ -279,6 +314,40 @@ mod tests {
         assert_eq!(met(&v, "BlueKing creates"), Some(true));
         let table = render(&args(), &[good(100)]);
         assert!(table.contains("| not run | < 2 s | – |"), "{table}");
+    }
+
+    /// With the connection's rate limit in the way, the latency is the limit's: reported, not
+    /// judged, and the report says why.
+    #[test]
+    fn the_latency_target_is_not_judged_when_the_rate_limit_is_in_the_way() {
+        let slow = RunReport {
+            created_p99: 5.0,
+            peak_calls_per_sec: 29.0,
+            ..good(1000)
+        };
+        let limited = Cli::parse_from(["bench", "--qps", "10", "--burst", "20"]).bench;
+        let v = verdicts(&limited, std::slice::from_ref(&slow));
+        let latency = v
+            .iter()
+            .find(|v| v.target.starts_with("p99 object created"))
+            .expect("a latency target");
+        assert_eq!(latency.met, None, "{latency:#?}");
+        assert!(
+            latency
+                .measured
+                .contains("not judged: the connection's limit (qps 10, burst 20, 64 in flight)"),
+            "{latency:#?}"
+        );
+        // At the raised default, a second whose calls reach qps means the limit was reached.
+        let mut busy = slow.clone();
+        busy.peak_calls_per_sec = 1000.0;
+        let v = verdicts(&args(), &[busy]);
+        assert_eq!(met(&v, "p99 object created"), None);
+        // One call fewer, and the miss counts.
+        let mut under = slow;
+        under.peak_calls_per_sec = 999.0;
+        let v = verdicts(&args(), &[under]);
+        assert_eq!(met(&v, "p99 object created"), Some(false));
     }
 
     /// The latency depends on how many creates the API server serves at once (BENCHMARKS.md),
