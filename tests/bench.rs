@@ -79,6 +79,11 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
         !row("wait for a reconcile slot, decide lane: p99 bucket ≤ / mean (s)").contains('–'),
         "{report}"
     );
+    // Every create told how long it waited for the connection's rate limit.
+    assert!(
+        !row("BK job calls' wait for the rate limit: p99 bucket ≤ / mean (s)").contains('–'),
+        "{report}"
+    );
     assert_eq!(
         row("operator Events per job: dropped"),
         "| operator Events per job: dropped | 0.00 |"

@@ -16,6 +16,7 @@ use bkops::bk::nodeman::{JobOperateRequest, PluginOperateRequest, PluginParams};
 use bkops::bk::{
     BkClient, BkError, CancelOutcome, ClientConfig, Code, CreateRequest, Credentials, Endpoint,
     ErrorClass, JobPhase, JobRef, Mode, Progress, SearchQuery, SearchTarget, Secret, UserAuth,
+    WaitObserver,
 };
 use bkops::sim::{
     AppCredential, Behaviour, FaultAction, FaultRule, SimConfig, SimHandle, System as SimSystem,
@@ -746,6 +747,11 @@ async fn request_rate_stays_within_the_limit() {
     cfg.qps = 20.0;
     cfg.burst = 10;
     cfg.max_in_flight = 4;
+    let waits: Arc<Mutex<Vec<(bool, Duration)>>> = Arc::default();
+    let seen = waits.clone();
+    cfg.on_wait = Some(WaitObserver(Arc::new(move |moves_a_job, waited| {
+        seen.lock().unwrap().push((moves_a_job, waited));
+    })));
     let c = BkClient::new(cfg).unwrap();
     let sub = c
         .submit(&CreateRequest::Gsekit(gsekit_req("k")))
@@ -773,6 +779,27 @@ async fn request_rate_stays_within_the_limit() {
     );
     assert!(elapsed >= Duration::from_millis(2_300), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+
+    // Every call told how long it waited for the limits: the create (a call that moves a job)
+    // found a token, the reads within the burst hardly waited, and the last waited for the rate.
+    let waits = waits.lock().unwrap().clone();
+    assert_eq!(waits.len(), 61, "{waits:?}");
+    assert!(waits[0].0, "the create comes first: {waits:?}");
+    assert!(waits[0].1 < Duration::from_millis(100), "{waits:?}");
+    let reads: Vec<Duration> = waits[1..]
+        .iter()
+        .map(|(m, w)| {
+            assert!(!m, "a poll is a read");
+            *w
+        })
+        .collect();
+    let quick = reads
+        .iter()
+        .filter(|w| **w < Duration::from_millis(100))
+        .count();
+    assert!(quick >= 4, "{reads:?}");
+    let longest = reads.iter().max().copied().unwrap_or_default();
+    assert!(longest >= Duration::from_secs(2), "{reads:?}");
 }
 
 /// Collects formatted log lines.

@@ -906,6 +906,22 @@ async fn metrics_health_and_readiness_are_served() {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
     assert!(!text.contains("measured"), "no object names in labels");
+    // The waits for the connection's rate limit, by connection and class: the create is a job call.
+    let waits = format!(
+        r#"bkops_bk_call_wait_seconds_count{{connection="{}/"#,
+        env.ns.name()
+    );
+    let job_waits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&waits) && l.contains(r#"class="job"}"#))
+        .collect();
+    assert_eq!(job_waits.len(), 1, "one connection, one job class:\n{text}");
+    let count: f64 = job_waits[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        count >= 1.0,
+        "the create waited (if briefly): {}",
+        job_waits[0]
+    );
     token.cancel();
     task.await.unwrap().unwrap();
     env.stop_operator().await;

@@ -44,6 +44,10 @@ use workload::{KINDS, resource};
 const SLOT_WAIT: &str = "bkops_reconcile_slot_wait_seconds";
 /// The values of that histogram's `lane` label, in the order the report shows them.
 const LANES: [&str; 2] = ["decide", "follow"];
+/// The operator's histogram of BlueKing calls' waits for the connection's limits, by class.
+const LIMIT_WAIT: &str = "bkops_bk_call_wait_seconds";
+/// The values of its `class` label, in the order the report shows them.
+const CALL_CLASSES: [&str; 2] = ["job", "read"];
 
 /// A connection rate limit: calls per second, burst, calls in flight.
 #[derive(Clone, Copy, Debug)]
@@ -164,6 +168,9 @@ pub struct RunReport {
     /// Waits for a reconcile slot, by lane (`decide`: submissions and the like; `follow`: polls
     /// and starts of running jobs): p99 (its histogram bucket) and mean, seconds.
     pub slot_wait: BTreeMap<&'static str, (probe::Bucket, f64)>,
+    /// Waits of BlueKing calls for the connection's limits, by class (`job`: creates and
+    /// operations; `read`: polls): p99 (its histogram bucket) and mean, seconds.
+    pub limit_wait: BTreeMap<&'static str, (probe::Bucket, f64)>,
     /// Status patches per job (all `PATCH .../status` on the job kinds).
     pub status_writes_per_job: f64,
     /// Status writes per job by the operator's reason (intent, change, progress).
@@ -682,6 +689,11 @@ async fn run_one(
             report.slot_wait.insert(lane, wait);
         }
     }
+    for class in CALL_CLASSES {
+        if let Some(wait) = probe::histogram(&op_metrics, LIMIT_WAIT, &[("class", class)], 0.99) {
+            report.limit_wait.insert(class, wait);
+        }
+    }
 
     // BlueKing calls, per job of the system called.
     let per_system = |sys: System| {
@@ -777,6 +789,12 @@ async fn bare_ceiling(
 /// Of several runs of one N, the one whose p99 object created → BlueKing create is the median
 /// (the lower one of an even count), with that p99 of every run in `created_p99_of_runs`: the
 /// latencies move between identical runs by more than most changes do (BENCHMARKS.md, Noise).
+/// A histogram's p99 bucket and mean as a report cell, `–` when nothing was observed.
+fn wait_cell(wait: Option<&(probe::Bucket, f64)>) -> String {
+    wait.map(|(p99, mean)| format!("{p99} / {mean:.3}"))
+        .unwrap_or_else(|| "–".into())
+}
+
 fn median_run(mut runs: Vec<RunReport>) -> Option<RunReport> {
     let all: Vec<f64> = runs.iter().map(|r| r.created_p99).collect();
     runs.sort_by(|a, b| a.created_p99.total_cmp(&b.created_p99));
@@ -951,12 +969,14 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         row(
             &mut s,
             &format!("wait for a reconcile slot, {lane} lane: p99 bucket ≤ / mean (s)"),
-            &|r| {
-                r.slot_wait
-                    .get(lane)
-                    .map(|(p99, mean)| format!("{p99} / {mean:.3}"))
-                    .unwrap_or_else(|| "–".into())
-            },
+            &|r| wait_cell(r.slot_wait.get(lane)),
+        );
+    }
+    for class in CALL_CLASSES {
+        row(
+            &mut s,
+            &format!("BK {class} calls' wait for the rate limit: p99 bucket ≤ / mean (s)"),
+            &|r| wait_cell(r.limit_wait.get(class)),
         );
     }
     per_job_rows(&mut s, &[], &|r| &r.kube_per_job, &|k| {

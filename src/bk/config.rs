@@ -1,6 +1,7 @@
 //! Where and how the client reaches BlueKing: endpoints, credentials, limits.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -132,6 +133,18 @@ impl Endpoint {
     }
 }
 
+/// Told, for every call attempt, how long it waited for its connection's limits before it was
+/// sent (the rate limiter's token, a slot among the calls in flight, a 429's pause), and whether
+/// it moves a job (a create, start, revoke, terminate) rather than reads.
+#[derive(Clone)]
+pub struct WaitObserver(pub Arc<dyn Fn(bool, Duration) + Send + Sync>);
+
+impl fmt::Debug for WaitObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitObserver")
+    }
+}
+
 /// Everything [`super::BkClient::new`] needs.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -163,6 +176,8 @@ pub struct ClientConfig {
     /// UTC offset (seconds) of timestamps sent without one (NodeMan, GSEKit list rows, JOB v2
     /// `YYYY-MM-DD HH:MM:SS`): the SaaS `TIME_ZONE`, Asia/Shanghai (+08:00) by default.
     pub naive_time_offset_secs: i32,
+    /// Told how long each call waited for the limits above; `None`: nobody is.
+    pub on_wait: Option<WaitObserver>,
 }
 
 impl ClientConfig {
@@ -182,6 +197,7 @@ impl ClientConfig {
             ca_bundle_pem: None,
             esb_credentials_in_body: false,
             naive_time_offset_secs: super::de::BK_DEFAULT_OFFSET_SECS,
+            on_wait: None,
         }
     }
 }

@@ -31,7 +31,7 @@ pub mod nodeman;
 mod tokens;
 mod transport;
 
-pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth};
+pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth, WaitObserver};
 pub use error::{ApiError, BkError, CallInfo, CallKind, Code, ErrorClass, TransportFailure};
 pub use facade::{
     CancelOutcome, Candidate, CreateRequest, FailedTarget, JobPhase, JobRef, Progress, SearchQuery,

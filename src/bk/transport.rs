@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, trace};
 use url::Url;
 
-use super::config::{ClientConfig, Credentials, UserAuth};
+use super::config::{ClientConfig, Credentials, UserAuth, WaitObserver};
 use super::error::{ApiError, BkError, CallInfo, CallKind, Code, TransportFailure};
 use super::tokens::{READ_DEFERRAL, Tokens};
 
@@ -94,6 +94,7 @@ pub(crate) struct Transport {
     paused_until: Mutex<Option<Instant>>,
     /// Offset of timestamps without one.
     pub(crate) naive_offset_secs: i32,
+    on_wait: Option<WaitObserver>,
 }
 
 impl Transport {
@@ -175,6 +176,7 @@ impl Transport {
             in_flight: Semaphore::new(cfg.max_in_flight),
             paused_until: Mutex::new(None),
             naive_offset_secs: cfg.naive_time_offset_secs,
+            on_wait: cfg.on_wait.clone(),
         })
     }
 
@@ -212,13 +214,18 @@ impl Transport {
 
     /// One attempt: wait for the rate limiter and an in-flight slot, send, decode the envelope.
     async fn send(&self, req: &Request) -> Result<(Value, u16, Option<String>), BkError> {
+        let asked = Instant::now();
+        let moves_a_job = req.call.kind.moves_a_job();
         self.wait_for_pause().await;
-        self.tokens.take(req.call.kind.moves_a_job()).await;
+        self.tokens.take(moves_a_job).await;
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|_| BkError::Config("client is shut down".into()))?;
+        if let Some(WaitObserver(observe)) = &self.on_wait {
+            observe(moves_a_job, asked.elapsed());
+        }
 
         let span = tracing::debug_span!("bk_call", system = %req.call.system, endpoint = req.call.endpoint);
         async {

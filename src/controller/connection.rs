@@ -13,8 +13,12 @@ use url::Url;
 
 use crate::api::connection::{BkConnection, BkConnectionSpec, DEFAULT_GATEWAY_NAMES, EndpointMode};
 use crate::bk::BkClient;
-use crate::bk::config::{ClientConfig, Credentials, Endpoint, Secret as BkSecret, UserAuth};
+use crate::bk::config::{
+    ClientConfig, Credentials, Endpoint, Secret as BkSecret, UserAuth, WaitObserver,
+};
 use crate::run::Defaults;
+
+use super::metrics::Metrics;
 
 /// How long a resolved connection is used before the connection and Secret are read again.
 const TTL: Duration = Duration::from_secs(30);
@@ -132,6 +136,8 @@ pub struct Connections {
     entries: Mutex<HashMap<Key, Entry>>,
     /// Per connection: held by the reconcile reading it.
     reads: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where the clients built report how long their calls waited for the connection's limits.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Connections {
@@ -142,7 +148,14 @@ impl Connections {
             default_name,
             entries: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// The clients built report their calls' waits for the connection's limits to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The cache, held only for a lookup or an update (never across a request).
@@ -261,7 +274,11 @@ impl Connections {
                 return Ok(e.resolved.clone());
             }
         }
-        let resolved = build(ns, &name, &conn.spec, &secret)?;
+        let on_wait = self
+            .metrics
+            .as_ref()
+            .map(|m| m.wait_observer(&format!("{ns}/{name}")));
+        let resolved = build(ns, &name, &conn.spec, &secret, on_wait)?;
         self.entries().insert(
             key,
             Entry {
@@ -341,6 +358,7 @@ fn build(
     name: &str,
     spec: &BkConnectionSpec,
     secret: &Secret,
+    on_wait: Option<WaitObserver>,
 ) -> Result<Resolved, ConnectionError> {
     let secret_name = spec.credentials_secret_ref.name.clone();
     let incomplete = |problem: String| ConnectionError::SecretIncomplete {
@@ -400,6 +418,7 @@ fn build(
         config.naive_time_offset_secs = offset;
     }
     config.ca_bundle_pem = spec.ca_bundle.as_ref().map(|p| p.as_bytes().to_vec());
+    config.on_wait = on_wait;
     let client = BkClient::new(config).map_err(|e| invalid(e.to_string()))?;
     Ok(Resolved {
         client,

@@ -1,12 +1,16 @@
 //! Prometheus metrics. Labels are bounded: kinds, systems, calls, outcomes and phases — never
 //! object names or error text.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::bk::WaitObserver;
 
 /// Labels of a reconcile.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +48,15 @@ pub struct CallKindLabels {
     pub system: &'static str,
     /// Call.
     pub call: &'static str,
+}
+
+/// Labels of a wait for a connection's limits: the connection and the class of call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitLabels {
+    /// `namespace/name` of the BkConnection.
+    pub connection: String,
+    /// `job` (creates and operations on a job, served first) or `read` (polls, searches).
+    pub class: &'static str,
 }
 
 /// Labels of a phase.
@@ -84,6 +97,8 @@ pub struct Metrics {
     pub bk_calls: Family<CallLabels, Counter>,
     /// BlueKing call latency.
     pub bk_call_seconds: Family<CallKindLabels, Histogram>,
+    /// How long BlueKing calls waited for their connection's limits before being sent.
+    pub bk_call_wait_seconds: Family<WaitLabels, Histogram>,
     /// Phase changes written, by kind and new phase.
     pub phase_transitions: Family<PhaseLabels, Counter>,
     /// Status writes by kind.
@@ -113,6 +128,9 @@ impl Default for Metrics {
         let bk_calls = Family::default();
         let bk_call_seconds = Family::<CallKindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let bk_call_wait_seconds = Family::<WaitLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
         let phase_transitions = Family::default();
         let status_writes = Family::default();
@@ -145,6 +163,12 @@ impl Default for Metrics {
             bk_call_seconds.clone(),
         );
         registry.register(
+            "bk_call_wait_seconds",
+            "How long BlueKing calls waited for their connection's rateLimit (qps and burst, \
+             maxInFlight, a 429's pause) before being sent, by connection and class (job, read)",
+            bk_call_wait_seconds.clone(),
+        );
+        registry.register(
             "phase_transitions",
             "Phase changes by kind and new phase",
             phase_transitions.clone(),
@@ -168,6 +192,7 @@ impl Default for Metrics {
             submissions,
             bk_calls,
             bk_call_seconds,
+            bk_call_wait_seconds,
             phase_transitions,
             status_writes,
             events,
@@ -189,6 +214,22 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((kind, store));
+    }
+
+    /// What tells `bkops_bk_call_wait_seconds` the waits of the calls of `connection`
+    /// (`namespace/name`).
+    pub fn wait_observer(self: &Arc<Self>, connection: &str) -> WaitObserver {
+        let family = self.bk_call_wait_seconds.clone();
+        let [job, read] = ["job", "read"].map(|class| {
+            family.get_or_create_owned(&WaitLabels {
+                connection: connection.to_owned(),
+                class,
+            })
+        });
+        WaitObserver(Arc::new(move |moves_a_job, waited| {
+            let h = if moves_a_job { &job } else { &read };
+            h.observe(waited.as_secs_f64());
+        }))
     }
 
     /// Counts an Event by outcome.

@@ -118,7 +118,8 @@ impl Context {
             instance: Some(config.identity.clone()),
         };
         Context {
-            connections: Connections::new(client.clone(), config.default_connection.clone()),
+            connections: Connections::new(client.clone(), config.default_connection.clone())
+                .with_metrics(metrics.clone()),
             events: Events::start(client.clone(), reporter, metrics.clone()),
             client,
             config,
