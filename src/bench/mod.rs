@@ -786,15 +786,15 @@ async fn bare_ceiling(
     Ok(t0.elapsed().as_secs_f64())
 }
 
-/// Of several runs of one N, the one whose p99 object created → BlueKing create is the median
-/// (the lower one of an even count), with that p99 of every run in `created_p99_of_runs`: the
-/// latencies move between identical runs by more than most changes do (BENCHMARKS.md, Noise).
 /// A histogram's p99 bucket and mean as a report cell, `–` when nothing was observed.
 fn wait_cell(wait: Option<&(probe::Bucket, f64)>) -> String {
     wait.map(|(p99, mean)| format!("{p99} / {mean:.3}"))
         .unwrap_or_else(|| "–".into())
 }
 
+/// Of several runs of one N, the one whose p99 object created → BlueKing create is the median
+/// (the lower one of an even count), with that p99 of every run in `created_p99_of_runs`: the
+/// latencies move between identical runs by more than most changes do (BENCHMARKS.md, Noise).
 fn median_run(mut runs: Vec<RunReport>) -> Option<RunReport> {
     let all: Vec<f64> = runs.iter().map(|r| r.created_p99).collect();
     runs.sort_by(|a, b| a.created_p99.total_cmp(&b.created_p99));

@@ -1,5 +1,5 @@
-//! Prometheus metrics. Labels are bounded: kinds, systems, calls, outcomes and phases — never
-//! object names or error text.
+//! Prometheus metrics. Labels are bounded: kinds, systems, calls, outcomes, phases and the
+//! BkConnections (a few per cluster) — never a job's name, a job id or error text.
 
 use std::sync::Arc;
 
@@ -218,7 +218,7 @@ impl Metrics {
 
     /// What tells `bkops_bk_call_wait_seconds` the waits of the calls of `connection`
     /// (`namespace/name`).
-    pub fn wait_observer(self: &Arc<Self>, connection: &str) -> WaitObserver {
+    pub fn wait_observer(&self, connection: &str) -> WaitObserver {
         let family = self.bk_call_wait_seconds.clone();
         let [job, read] = ["job", "read"].map(|class| {
             family.get_or_create_owned(&WaitLabels {
