@@ -966,3 +966,63 @@ async fn typed_calls_directly() {
     assert_eq!(detail.id, task_id);
     assert_eq!(detail.is_started, Some(false));
 }
+
+/// A create ticket holds the create's token: the create itself then waits for no token, and the
+/// next ticket waits for the rate.
+#[tokio::test]
+async fn a_create_ticket_takes_the_token_and_the_create_waits_for_no_other() {
+    let sim = sim().await;
+    let mut cfg = config(&sim, Mode::Gateway);
+    cfg.qps = 1.0;
+    cfg.burst = 1;
+    let waits: Arc<Mutex<Vec<(bool, Duration)>>> = Arc::default();
+    let seen = waits.clone();
+    cfg.on_wait = Some(WaitObserver(Arc::new(move |moves_a_job, waited| {
+        seen.lock().unwrap().push((moves_a_job, waited));
+    })));
+    let c = BkClient::new(cfg).unwrap();
+
+    let t0 = Instant::now();
+    let ticket = c.create_ticket().await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "the burst's token"
+    );
+    // The bucket is empty now: a create with the ticket goes at once.
+    let t1 = Instant::now();
+    c.submit_with(ticket, &CreateRequest::Gsekit(gsekit_req("t1")))
+        .await
+        .unwrap();
+    assert!(
+        t1.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t1.elapsed()
+    );
+    // The next ticket waits for the rate, and its create again does not.
+    let t2 = Instant::now();
+    let ticket = c.create_ticket().await;
+    let waited = t2.elapsed();
+    assert!(waited >= Duration::from_millis(600), "{waited:?}");
+    let t3 = Instant::now();
+    c.submit_with(ticket, &CreateRequest::Gsekit(gsekit_req("t2")))
+        .await
+        .unwrap();
+    assert!(
+        t3.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t3.elapsed()
+    );
+    // One wait told per create, the ticket's included.
+    let waits = waits.lock().unwrap().clone();
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    assert!(waits.iter().all(|(moves, _)| *moves), "{waits:?}");
+    assert!(waits[1].1 >= Duration::from_millis(600), "{waits:?}");
+    assert_eq!(
+        sim.control()
+            .calls()
+            .await
+            .unwrap()
+            .get(SimSystem::Gsekit, "create"),
+        2
+    );
+}

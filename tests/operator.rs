@@ -1043,3 +1043,58 @@ async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
     assert_eq!(env.creates(System::Job).await, 2, "one create per object");
     env.stop().await;
 }
+
+/// The create's token is taken before the intent (DESIGN §5: create only if the intent landed
+/// moments ago). With the token taken after it, four jobs at once behind a limit of one call a
+/// second waited up to 3 s between intent and create, and an operator stopped in that wait (at
+/// the default limit and thousands of jobs, a minute) left runs Submitting with no job: Unknown.
+#[tokio::test]
+async fn behind_a_tight_rate_limit_each_create_follows_its_intent_at_once() {
+    let env = Env::start("tight-limit").await;
+    let tight = format!(
+        r#"
+apiVersion: bkops.io/v1alpha1
+kind: BkConnection
+metadata: {{name: tight}}
+spec:
+  gateway: {{urlTemplate: "{}api/{{api_name}}/", stage: prod}}
+  credentialsSecretRef: {{name: blueking-credentials}}
+  timeZoneOffset: "{}"
+  rateLimit: {{qps: 1, burst: 1, maxInFlight: 8}}
+"#,
+        env.sim.base_url(),
+        bkops::demo::local_offset()
+    );
+    env.apply(&tight).await;
+    let names = ["tight-a", "tight-b", "tight-c", "tight-d"];
+    for name in names {
+        env.apply(&process_job(name, "  connectionRef: {name: tight}\n"))
+            .await;
+    }
+    let jobs = env.control.jobs().await.unwrap_or_default();
+    let mut gaps = Vec::new();
+    for name in names {
+        let job = env.wait_phase::<ProcessJob>(name, Phase::Succeeded).await;
+        let run = run_of(&job);
+        let id: u64 = run.job_id.as_deref().unwrap().parse().unwrap();
+        let jobs = if jobs.iter().any(|j| j.id == id) {
+            jobs.clone()
+        } else {
+            env.control.jobs().await.unwrap()
+        };
+        let created = jobs
+            .iter()
+            .find(|j| j.system == System::Gsekit && j.id == id)
+            .map(|j| chrono::DateTime::parse_from_rfc3339(&j.created_at).unwrap())
+            .unwrap();
+        let gap = created.with_timezone(&chrono::Utc) - run.intent_at.unwrap();
+        gaps.push(gap.as_seconds_f64());
+    }
+    assert_eq!(env.creates(System::Gsekit).await, 4);
+    // The tokens themselves come a second apart: the creates do too, each right after its intent.
+    assert!(
+        gaps.iter().all(|g| *g < 0.8),
+        "intent → create (s): {gaps:?}"
+    );
+    env.stop().await;
+}

@@ -548,7 +548,37 @@ fn value_mentions(v: &Value, key: &str) -> bool {
     }
 }
 
+/// A create's rate-limit token, taken before the run's intent is written so that the create
+/// follows the intent at once (DESIGN §5: create only if the intent landed moments ago). Spent by
+/// [`BkClient::submit_with`]; dropped unused (the intent was refused), it is lost, as a call is.
+#[must_use = "a ticket is spent by submit_with"]
+#[derive(Debug)]
+pub struct CreateTicket {
+    waited: std::time::Duration,
+}
+
 impl BkClient {
+    /// Waits for the connection's rate limit for a create (ahead of waiting reads, as creates
+    /// are) and holds the token for [`BkClient::submit_with`].
+    pub async fn create_ticket(&self) -> CreateTicket {
+        CreateTicket {
+            waited: self.inner.transport.take_create_token().await,
+        }
+    }
+
+    /// [`BkClient::submit`] with the token of `ticket`: the create is sent without waiting for
+    /// the rate again (only for a slot among the calls in flight, or a 429's pause).
+    pub async fn submit_with(
+        &self,
+        ticket: CreateTicket,
+        req: &CreateRequest,
+    ) -> Result<Submitted, BkError> {
+        self.inner
+            .transport
+            .with_ticket(ticket.waited, self.submit(req))
+            .await
+    }
+
     /// Creates the job, once: never retried, whatever the error. On error, use
     /// [`BkError::class`]: `Ambiguous` means the job may exist (search, never resubmit).
     pub async fn submit(&self, req: &CreateRequest) -> Result<Submitted, BkError> {

@@ -34,8 +34,8 @@ mod transport;
 pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth, WaitObserver};
 pub use error::{ApiError, BkError, CallInfo, CallKind, Code, ErrorClass, TransportFailure};
 pub use facade::{
-    CancelOutcome, Candidate, CreateRequest, FailedTarget, JobPhase, JobRef, Progress, SearchQuery,
-    SearchTarget, Submitted, Summary,
+    CancelOutcome, Candidate, CreateRequest, CreateTicket, FailedTarget, JobPhase, JobRef,
+    Progress, SearchQuery, SearchTarget, Submitted, Summary,
 };
 
 use transport::{Request, Transport};

@@ -81,6 +81,12 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+tokio::task_local! {
+    /// Inside [`Transport::with_ticket`]: a create token already taken, and how long that took.
+    /// The first create call of the scope uses it instead of waiting for another.
+    static PREPAID: std::cell::Cell<Option<Duration>>;
+}
+
 /// The shared transport behind a [`super::BkClient`].
 pub(crate) struct Transport {
     http: reqwest::Client,
@@ -212,19 +218,44 @@ impl Transport {
         super::de::with_naive_offset(self.naive_offset_secs, || decode_data(req.call, data))
     }
 
+    /// Takes a token for a create now, ahead of other waiting calls as any create does, and
+    /// returns how long that took; [`Transport::with_ticket`] then sends the create without
+    /// waiting for the rate again.
+    pub(crate) async fn take_create_token(&self) -> Duration {
+        let asked = Instant::now();
+        self.wait_for_pause().await;
+        self.tokens.take(true).await;
+        asked.elapsed()
+    }
+
+    /// Runs `f` with a create token taken `waited` ago: its first create call uses it.
+    pub(crate) async fn with_ticket<F: std::future::Future>(
+        &self,
+        waited: Duration,
+        f: F,
+    ) -> F::Output {
+        PREPAID.scope(std::cell::Cell::new(Some(waited)), f).await
+    }
+
     /// One attempt: wait for the rate limiter and an in-flight slot, send, decode the envelope.
     async fn send(&self, req: &Request) -> Result<(Value, u16, Option<String>), BkError> {
         let asked = Instant::now();
         let moves_a_job = req.call.kind.moves_a_job();
+        let prepaid = match req.call.kind {
+            CallKind::Create => PREPAID.try_with(|p| p.take()).ok().flatten(),
+            _ => None,
+        };
         self.wait_for_pause().await;
-        self.tokens.take(moves_a_job).await;
+        if prepaid.is_none() {
+            self.tokens.take(moves_a_job).await;
+        }
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|_| BkError::Config("client is shut down".into()))?;
         if let Some(WaitObserver(observe)) = &self.on_wait {
-            observe(moves_a_job, asked.elapsed());
+            observe(moves_a_job, prepaid.unwrap_or_default() + asked.elapsed());
         }
 
         let span = tracing::debug_span!("bk_call", system = %req.call.system, endpoint = req.call.endpoint);

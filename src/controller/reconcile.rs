@@ -679,6 +679,16 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             }
         };
 
+        // The create's rate-limit token is taken before the intent, so that the create follows
+        // the intent at once (DESIGN §5: "only if the intent write landed moments ago"). Waited
+        // for after the intent, at the default 10 calls/s and thousands of jobs at once it took
+        // up to a minute, and an operator stopped in that minute (a rolling update) left each of
+        // those runs Submitting with no job: `Unknown`, for a person to resolve, once restarted.
+        let ticket = match &request {
+            Some(_) => Some(conn.client.create_ticket().await),
+            None => None,
+        };
+
         // The fence (DESIGN §5): the intent is written only if the object is still at the
         // resourceVersion this decision was made on. The API server compares and swaps, so a
         // write that lands proves the cached copy was the current object; a stale cache, a
@@ -742,12 +752,12 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 .record_job(Record::Created(&intent), run, job, None, true, false)
                 .await;
         }
-        let Some(request) = request else {
+        let (Some(request), Some(ticket)) = (request, ticket) else {
             return Ok(Action::await_change());
         };
         let system = K::SYSTEM.as_str();
         let started = Instant::now();
-        let result = conn.client.submit(&request).await;
+        let result = conn.client.submit_with(ticket, &request).await;
         self.record_call(system, "create", started, &result.as_ref());
         match result {
             Ok(sub) => {
