@@ -740,6 +740,16 @@ async fn ambiguous_creates_are_found_by_search() {
     }
 }
 
+/// Every wait the client tells of: whether the call moves a job, and how long it waited.
+fn record_waits(cfg: &mut ClientConfig) -> Arc<Mutex<Vec<(bool, Duration)>>> {
+    let waits: Arc<Mutex<Vec<(bool, Duration)>>> = Arc::default();
+    let seen = waits.clone();
+    cfg.on_wait = Some(WaitObserver(Arc::new(move |moves_a_job, waited| {
+        seen.lock().unwrap().push((moves_a_job, waited));
+    })));
+    waits
+}
+
 #[tokio::test]
 async fn request_rate_stays_within_the_limit() {
     let sim = sim().await;
@@ -747,11 +757,7 @@ async fn request_rate_stays_within_the_limit() {
     cfg.qps = 20.0;
     cfg.burst = 10;
     cfg.max_in_flight = 4;
-    let waits: Arc<Mutex<Vec<(bool, Duration)>>> = Arc::default();
-    let seen = waits.clone();
-    cfg.on_wait = Some(WaitObserver(Arc::new(move |moves_a_job, waited| {
-        seen.lock().unwrap().push((moves_a_job, waited));
-    })));
+    let waits = record_waits(&mut cfg);
     let c = BkClient::new(cfg).unwrap();
     let sub = c
         .submit(&CreateRequest::Gsekit(gsekit_req("k")))
@@ -975,11 +981,7 @@ async fn a_create_ticket_takes_the_token_and_the_create_waits_for_no_other() {
     let mut cfg = config(&sim, Mode::Gateway);
     cfg.qps = 1.0;
     cfg.burst = 1;
-    let waits: Arc<Mutex<Vec<(bool, Duration)>>> = Arc::default();
-    let seen = waits.clone();
-    cfg.on_wait = Some(WaitObserver(Arc::new(move |moves_a_job, waited| {
-        seen.lock().unwrap().push((moves_a_job, waited));
-    })));
+    let waits = record_waits(&mut cfg);
     let c = BkClient::new(cfg).unwrap();
 
     let t0 = Instant::now();
