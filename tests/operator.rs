@@ -1051,37 +1051,22 @@ async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
 #[tokio::test]
 async fn behind_a_tight_rate_limit_each_create_follows_its_intent_at_once() {
     let env = Env::start("tight-limit").await;
-    let tight = format!(
-        r#"
-apiVersion: bkops.io/v1alpha1
-kind: BkConnection
-metadata: {{name: tight}}
-spec:
-  gateway: {{urlTemplate: "{}api/{{api_name}}/", stage: prod}}
-  credentialsSecretRef: {{name: blueking-credentials}}
-  timeZoneOffset: "{}"
-  rateLimit: {{qps: 1, burst: 1, maxInFlight: 8}}
-"#,
-        env.sim.base_url(),
-        bkops::demo::local_offset()
-    );
-    env.apply(&tight).await;
+    // The env's default connection, with one call a second.
+    let (_, tight) = bkops::bench::workload::connection(env.sim.base_url().as_str(), 1, 1, 8);
+    env.apply(&tight.to_string()).await;
     let names = ["tight-a", "tight-b", "tight-c", "tight-d"];
     for name in names {
-        env.apply(&process_job(name, "  connectionRef: {name: tight}\n"))
-            .await;
+        env.apply(&process_job(name, "")).await;
     }
-    let jobs = env.control.jobs().await.unwrap_or_default();
-    let mut gaps = Vec::new();
+    let mut runs = Vec::new();
     for name in names {
         let job = env.wait_phase::<ProcessJob>(name, Phase::Succeeded).await;
-        let run = run_of(&job);
+        runs.push(run_of(&job));
+    }
+    let jobs = env.control.jobs().await.unwrap();
+    let mut gaps = Vec::new();
+    for run in runs {
         let id: u64 = run.job_id.as_deref().unwrap().parse().unwrap();
-        let jobs = if jobs.iter().any(|j| j.id == id) {
-            jobs.clone()
-        } else {
-            env.control.jobs().await.unwrap()
-        };
         let created = jobs
             .iter()
             .find(|j| j.system == System::Gsekit && j.id == id)
