@@ -34,6 +34,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::api::common::Phase;
+use crate::controller::metrics::WAIT_CLASSES;
 use crate::crdgen::CrdKind;
 use crate::local::{ControlPlane, ControlPlaneOptions};
 use crate::sim::{CallCounts, SimConfig, SimControl, System};
@@ -46,8 +47,6 @@ const SLOT_WAIT: &str = "bkops_reconcile_slot_wait_seconds";
 const LANES: [&str; 2] = ["decide", "follow"];
 /// The operator's histogram of BlueKing calls' waits for the connection's limits, by class.
 const LIMIT_WAIT: &str = "bkops_bk_call_wait_seconds";
-/// The values of its `class` label, in the order the report shows them.
-const CALL_CLASSES: [&str; 2] = ["job", "read"];
 
 /// A connection rate limit: calls per second, burst, calls in flight.
 #[derive(Clone, Copy, Debug)]
@@ -689,7 +688,7 @@ async fn run_one(
             report.slot_wait.insert(lane, wait);
         }
     }
-    for class in CALL_CLASSES {
+    for class in WAIT_CLASSES {
         if let Some(wait) = probe::histogram(&op_metrics, LIMIT_WAIT, &[("class", class)], 0.99) {
             report.limit_wait.insert(class, wait);
         }
@@ -972,7 +971,7 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
             &|r| wait_cell(r.slot_wait.get(lane)),
         );
     }
-    for class in CALL_CLASSES {
+    for class in WAIT_CLASSES {
         row(
             &mut s,
             &format!("BK {class} calls' wait for the rate limit: p99 bucket ≤ / mean (s)"),

@@ -50,6 +50,10 @@ pub struct CallKindLabels {
     pub call: &'static str,
 }
 
+/// The classes of `bkops_bk_call_wait_seconds`: calls that move a job (creates and operations,
+/// served first), then reads (polls, searches).
+pub const WAIT_CLASSES: [&str; 2] = ["job", "read"];
+
 /// Labels of a wait for a connection's limits: the connection and the class of call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WaitLabels {
@@ -221,7 +225,7 @@ impl Metrics {
     /// (`namespace/name`).
     pub fn wait_observer(&self, connection: &str) -> WaitObserver {
         let family = self.bk_call_wait_seconds.clone();
-        let [job, read] = ["job", "read"].map(|class| {
+        let [job, read] = WAIT_CLASSES.map(|class| {
             family.get_or_create_owned(&WaitLabels {
                 connection: connection.to_owned(),
                 class,
