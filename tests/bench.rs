@@ -84,6 +84,23 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
         !row("BK job calls' wait for the rate limit: p99 bucket ≤ / mean (s)").contains('–'),
         "{report}"
     );
+    // Per kind: the bench's watch saw every kind's objects, and each kind's jobs were polled.
+    for kind in ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"] {
+        let by_kind = row(&format!(
+            "{kind}: the watch's delay p99 (s) / waits for the cache / polls, per object"
+        ));
+        let cell = by_kind.rsplit('|').nth(1).unwrap_or_default();
+        let figures: Vec<f64> = cell
+            .split('/')
+            .map(|f| f.trim().parse().expect("a number"))
+            .collect();
+        assert_eq!(figures.len(), 3, "{by_kind}");
+        assert!(figures[0] >= 0.0, "a watch delay: {by_kind}");
+        assert!(
+            figures[2] >= 1.0,
+            "each object polled at least once: {by_kind}"
+        );
+    }
     assert_eq!(
         row("operator Events per job: dropped"),
         "| operator Events per job: dropped | 0.00 |"

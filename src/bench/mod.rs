@@ -148,6 +148,9 @@ pub struct RunReport {
     /// From the create's answer to the bench's own watch seeing the object, p50 and p99: how
     /// late the API server's watch delivers it (the operator's watch is alike).
     pub watch_delay: (f64, f64),
+    /// The same and what follows from it, per kind (each kind has a watch of its own, and at
+    /// N = 5000 they lag by different amounts in one run, BENCHMARKS.md).
+    pub by_kind: BTreeMap<&'static str, KindFigures>,
     /// Seconds from the simulated job's end to the bench seeing the final phase, p50.
     pub finish_p50: f64,
     /// p99 of the above.
@@ -197,6 +200,19 @@ pub struct RunReport {
     pub control_plane_cpu_secs: f64,
     /// CPU seconds of the bench process (simulator, creates, watches) during the run.
     pub bench_cpu_secs: f64,
+}
+
+/// One kind's share of a run: how late the bench's watch saw its objects, and how the
+/// operator's reconciles of that kind went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KindFigures {
+    /// p99 seconds from the create's answer to the bench's watch seeing the object.
+    pub watch_delay_p99: f64,
+    /// Reconciles per object of this kind that waited for the cache to show the operator's own
+    /// last status write (`bkops_reconciles_total{outcome="await_cache"}`).
+    pub cache_waits: f64,
+    /// Reconciles per object of this kind that polled the job.
+    pub polls: f64,
 }
 
 /// CPU seconds used so far by `pids`.
@@ -613,6 +629,7 @@ async fn run_one(
     let mut from_created = Vec::new();
     let mut parts: [Vec<f64>; 3] = Default::default();
     let mut watch_delay = Vec::new();
+    let mut watch_by_kind: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut finish = Vec::new();
     let mut last_final = started;
     for s in seen.values() {
@@ -636,6 +653,10 @@ async fn run_one(
                 from_created.push(secs(answered, bk));
                 if let Some(watched) = s.watched {
                     watch_delay.push(secs(answered, watched));
+                    watch_by_kind
+                        .entry(s.kind)
+                        .or_default()
+                        .push(secs(answered, watched));
                 }
                 parts[0].push(secs(created, answered));
                 parts[1].push(secs(answered, intent));
@@ -680,6 +701,26 @@ async fn run_one(
         out
     };
     report.reconciles_per_job = per_job_by_outcome("bkops_reconciles_total");
+    for kind in KINDS {
+        let objects = seen.values().filter(|s| s.kind == kind).count().max(1) as f64;
+        let reconciles = |outcome: &str| {
+            samples(&op_metrics, "bkops_reconciles_total")
+                .iter()
+                .filter(|s| s.label("kind") == kind && s.label("outcome") == outcome)
+                .map(|s| s.value)
+                .sum::<f64>()
+                / objects
+        };
+        let delays = watch_by_kind.get_mut(kind).map(Vec::as_mut_slice);
+        report.by_kind.insert(
+            kind,
+            KindFigures {
+                watch_delay_p99: delays.map_or(f64::NAN, |d| p50_p99(d).1),
+                cache_waits: reconciles("await_cache"),
+                polls: reconciles("poll"),
+            },
+        );
+    }
     report.status_writes_by_reason = per_job_by_outcome("bkops_status_writes_total");
     report.events_per_job = per_job_by_outcome("bkops_events_total");
     for lane in LANES {
@@ -964,6 +1005,20 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     per_job_rows(&mut s, &[], &|r| &r.reconciles_per_job, &|k| {
         format!("operator reconciles per job: {k}")
     });
+    for kind in KINDS {
+        row(
+            &mut s,
+            &format!("{kind}: the watch's delay p99 (s) / waits for the cache / polls, per object"),
+            &|r| {
+                r.by_kind.get(kind).map_or("–".into(), |k| {
+                    format!(
+                        "{:.2} / {:.2} / {:.2}",
+                        k.watch_delay_p99, k.cache_waits, k.polls
+                    )
+                })
+            },
+        );
+    }
     for lane in LANES {
         row(
             &mut s,
