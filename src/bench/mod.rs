@@ -652,11 +652,9 @@ async fn run_one(
                 let secs = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).as_seconds_f64();
                 from_created.push(secs(answered, bk));
                 if let Some(watched) = s.watched {
-                    watch_delay.push(secs(answered, watched));
-                    watch_by_kind
-                        .entry(s.kind)
-                        .or_default()
-                        .push(secs(answered, watched));
+                    let delay = secs(answered, watched);
+                    watch_delay.push(delay);
+                    watch_by_kind.entry(s.kind).or_default().push(delay);
                 }
                 parts[0].push(secs(created, answered));
                 parts[1].push(secs(answered, intent));
@@ -701,10 +699,11 @@ async fn run_one(
         out
     };
     report.reconciles_per_job = per_job_by_outcome("bkops_reconciles_total");
+    let reconciles_by_kind = samples(&op_metrics, "bkops_reconciles_total");
     for kind in KINDS {
         let objects = seen.values().filter(|s| s.kind == kind).count().max(1) as f64;
         let reconciles = |outcome: &str| {
-            samples(&op_metrics, "bkops_reconciles_total")
+            reconciles_by_kind
                 .iter()
                 .filter(|s| s.label("kind") == kind && s.label("outcome") == outcome)
                 .map(|s| s.value)
