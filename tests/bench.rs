@@ -13,6 +13,18 @@ fn line(text: &str, start: &str) -> String {
         .to_owned()
 }
 
+/// The numbers in the last cell of a report row, split at `sep`.
+fn last_cell_numbers(row: &str, sep: char) -> Vec<f64> {
+    let cell = row.rsplit('|').nth(1).unwrap_or_default();
+    cell.split(sep)
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("a number in {row:?}"))
+        })
+        .collect()
+}
+
 #[test]
 fn bench_reports_every_object_final_and_judges_the_targets() {
     let out = tempfile::tempdir().expect("temp dir");
@@ -59,11 +71,7 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
     );
     // Two runs: the one shown and the p99 of each.
     let each = row("… p99 of each run, in order (s)");
-    let cell = each.rsplit('|').nth(1).unwrap_or_default();
-    let p99s: Vec<f64> = cell
-        .split(',')
-        .map(|p| p.trim().parse().expect("a p99 in seconds"))
-        .collect();
+    let p99s = last_cell_numbers(&each, ',');
     assert_eq!(p99s.len(), 2, "{each}");
     // The run shown is the median one: of two, the lower.
     let shown = row("object created → BlueKing create p50 / p99 (s)");
@@ -89,11 +97,7 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
         let by_kind = row(&format!(
             "{kind}: the watch's delay p99 (s) / waits for the cache / polls, per object"
         ));
-        let cell = by_kind.rsplit('|').nth(1).unwrap_or_default();
-        let figures: Vec<f64> = cell
-            .split('/')
-            .map(|f| f.trim().parse().expect("a number"))
-            .collect();
+        let figures = last_cell_numbers(&by_kind, '/');
         assert_eq!(figures.len(), 3, "{by_kind}");
         assert!(figures[0] >= 0.0, "a watch delay: {by_kind}");
         assert!(
