@@ -75,12 +75,9 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
     assert_eq!(p99s.len(), 2, "{each}");
     // The run shown is the median one: of two, the lower.
     let shown = row("object created → BlueKing create p50 / p99 (s)");
-    let shown_p99: f64 = shown
-        .rsplit('|')
-        .nth(1)
-        .and_then(|c| c.split('/').nth(1))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("a p50 / p99 pair");
+    let pair = last_cell_numbers(&shown, '/');
+    assert_eq!(pair.len(), 2, "a p50 / p99 pair: {shown}");
+    let shown_p99 = pair[1];
     assert_eq!(shown_p99, p99s[0].min(p99s[1]), "{shown}\n{each}");
     // Every object's submission waited for a slot of the decide lane; no Event was dropped.
     assert!(
@@ -93,7 +90,7 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
         "{report}"
     );
     // Per kind: the bench's watch saw every kind's objects, and each kind's jobs were polled.
-    for kind in ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"] {
+    for kind in bkops::bench::workload::KINDS {
         let by_kind = row(&format!(
             "{kind}: the watch's delay p99 (s) / waits for the cache / polls, per object"
         ));

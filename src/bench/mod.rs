@@ -691,19 +691,19 @@ async fn run_one(
     }
     kube.retain(|_, v| *v > 0.0);
     report.kube_per_job = kube.into_iter().map(|(k, v)| (k, v / n_f)).collect();
-    let per_job_by_outcome = |name: &str| {
+    let per_job_by_outcome = |samples: &[Sample]| {
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        for s in samples(&op_metrics, name) {
+        for s in samples {
             *out.entry(s.label("outcome").to_owned()).or_default() += s.value / n_f;
         }
         out
     };
-    report.reconciles_per_job = per_job_by_outcome("bkops_reconciles_total");
-    let reconciles_by_kind = samples(&op_metrics, "bkops_reconciles_total");
+    let reconciles = samples(&op_metrics, "bkops_reconciles_total");
+    report.reconciles_per_job = per_job_by_outcome(&reconciles);
     for kind in KINDS {
         let objects = seen.values().filter(|s| s.kind == kind).count().max(1) as f64;
-        let reconciles = |outcome: &str| {
-            reconciles_by_kind
+        let of_kind = |outcome: &str| {
+            reconciles
                 .iter()
                 .filter(|s| s.label("kind") == kind && s.label("outcome") == outcome)
                 .map(|s| s.value)
@@ -715,13 +715,14 @@ async fn run_one(
             kind,
             KindFigures {
                 watch_delay_p99: delays.map_or(f64::NAN, |d| p50_p99(d).1),
-                cache_waits: reconciles("await_cache"),
-                polls: reconciles("poll"),
+                cache_waits: of_kind("await_cache"),
+                polls: of_kind("poll"),
             },
         );
     }
-    report.status_writes_by_reason = per_job_by_outcome("bkops_status_writes_total");
-    report.events_per_job = per_job_by_outcome("bkops_events_total");
+    report.status_writes_by_reason =
+        per_job_by_outcome(&samples(&op_metrics, "bkops_status_writes_total"));
+    report.events_per_job = per_job_by_outcome(&samples(&op_metrics, "bkops_events_total"));
     for lane in LANES {
         let only = [("lane", lane)];
         if let Some(wait) = probe::histogram(&op_metrics, SLOT_WAIT, &only, 0.99) {
