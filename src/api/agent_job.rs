@@ -45,6 +45,7 @@ pub struct AgentJobSpec {
     /// Business ids (a list, as NodeMan takes it). NodeMan `bk_biz_id`; honoured only with
     /// `excludeHosts` (select-all mode). The seed marks it required, upstream does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_biz_id: Option<Vec<i64>>,
 
     /// Search conditions for select-all mode, e.g. `{key: inner_ip, value: ["127.0.0.1"]}`.
@@ -54,10 +55,12 @@ pub struct AgentJobSpec {
 
     /// The hosts to act on. NodeMan `bk_host_id`. Exactly one of `bkHostId` and `excludeHosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_host_id: Option<Vec<i64>>,
 
     /// Select every host matching `bkBizId`/`conditions` except these. NodeMan `exclude_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub exclude_hosts: Option<Vec<i64>>,
 
     /// Install the latest plugins with the agent (NodeMan default true). NodeMan

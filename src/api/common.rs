@@ -22,6 +22,12 @@ pub const FIELD_MANAGER: &str = "bkops";
 pub const MAX_FAILED_TARGETS: usize = 20;
 /// How many finished runs `status.history` keeps.
 pub const MAX_HISTORY: usize = 5;
+/// Longest `activeDeadlineSeconds`: 366 days. A bound keeps the deadline's time arithmetic in
+/// range, and no BlueKing job is followed for longer.
+pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 366 * 24 * 3600;
+/// Largest id bkops accepts for a BlueKing object (business, host, plan, template, ...): the
+/// largest integer a JSON number carries exactly, so every tool on the way reads the same id.
+pub const MAX_BK_ID: i64 = (1 << 53) - 1;
 
 /// Fields shared by every job kind (DESIGN §3). Flattened into each kind's spec.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -46,10 +52,11 @@ pub struct CommonSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<bool>,
 
-    /// Overall deadline of a run in seconds, counted from submission. Past it the job is cancelled
-    /// where possible and the run fails with reason `DeadlineExceeded`.
+    /// Overall deadline of a run in seconds (at most 31622400, 366 days), counted from
+    /// submission. Past it the job is cancelled where possible and the run fails with reason
+    /// `DeadlineExceeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_ACTIVE_DEADLINE_SECONDS))]
     pub active_deadline_seconds: Option<i64>,
 
     /// Resubmit a job that *failed* in BlueKing. A submission whose outcome is unknown is never
@@ -118,11 +125,13 @@ impl CommonSpec {
             );
         }
         if let Some(secs) = self.active_deadline_seconds
-            && secs < 1
+            && !(1..=MAX_ACTIVE_DEADLINE_SECONDS).contains(&secs)
         {
             errors.push(
                 spec.child("activeDeadlineSeconds"),
-                format!("must be at least 1, got {secs}"),
+                format!(
+                    "must be between 1 and {MAX_ACTIVE_DEADLINE_SECONDS} (366 days), got {secs}"
+                ),
             );
         }
         if let Some(retry) = &self.retry {

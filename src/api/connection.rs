@@ -71,7 +71,7 @@ pub struct BkConnectionSpec {
 
     /// Default BKFlow space for `Taskflow`s that give no `spaceId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub bkflow_space_id: Option<i64>,
 
     /// UTC offset of the naive timestamps NodeMan and JOB v2 return (their SaaS `TIME_ZONE`),

@@ -47,7 +47,7 @@ pub struct ExecuteJobSpec {
 
     /// Business id. JOB `bk_biz_id` (v2; on v3 the deprecated form of `bkScopeId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub bk_biz_id: Option<i64>,
 
     /// v3: scope type, `biz` (default) or `biz_set`. JOB `bk_scope_type`.
@@ -60,7 +60,7 @@ pub struct ExecuteJobSpec {
 
     /// v3: the execution plan. JOB `job_plan_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub job_plan_id: Option<i64>,
 
     /// v3: global variables. JOB `global_var_list`.
@@ -73,7 +73,7 @@ pub struct ExecuteJobSpec {
 
     /// v2: the job template. JOB `bk_job_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub bk_job_id: Option<i64>,
 
     /// v2: steps to run or customise (all when absent). JOB `steps`. Not supported by v3
@@ -127,6 +127,7 @@ impl ScopeType {
 #[serde(rename_all = "camelCase")]
 pub struct IpEntry {
     /// Cloud area id. JOB `bk_cloud_id`.
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub bk_cloud_id: i64,
     /// IP address. JOB `ip`.
     #[schemars(length(min = 1))]
@@ -139,6 +140,7 @@ pub struct IpEntry {
 pub struct GlobalVarV2 {
     /// Variable id; when absent `name` identifies it. JOB `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub id: Option<i64>,
     /// Variable name. JOB `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +162,7 @@ pub struct GlobalVarV2 {
 pub struct GlobalVarV3 {
     /// Variable id; when absent `name` identifies it. JOB `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub id: Option<i64>,
     /// Variable name. JOB `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +181,7 @@ pub struct GlobalVarV3 {
 pub struct Server {
     /// Host ids. JOB `host_id_list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub host_id_list: Option<Vec<i64>>,
     /// Hosts by cloud area and IP. JOB `ip_list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +206,7 @@ pub struct DynamicGroup {
 #[serde(rename_all = "camelCase")]
 pub struct TopoNode {
     /// Node id. JOB `id`.
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub id: i64,
     /// Node type, e.g. `module`, `set`. JOB `node_type`.
     pub node_type: String,
@@ -216,9 +221,11 @@ pub struct TopoNode {
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     /// Step id. JOB `step_id`.
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub step_id: i64,
     /// Script id, when changing the script. JOB `script_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub script_id: Option<i64>,
     /// Script type: 1 shell, 2 bat, 3 perl, 4 python, 5 powershell. JOB `script_type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +246,7 @@ pub struct Step {
     pub account: Option<String>,
     /// DB account for SQL steps. JOB `db_account_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::api::common::MAX_BK_ID))]
     pub db_account_id: Option<i64>,
     /// File transfer target path. JOB `file_target_path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,7 +38,7 @@ pub struct ProcessJobSpec {
 
     /// Business id. GSEKit `bk_biz_id` (in the gateway path `/api/{bk_biz_id}/job/`, in the body
     /// on the legacy ESB path).
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub bk_biz_id: i64,
 
     /// What to operate on. GSEKit `job_object`: `configfile` or `process`.
@@ -165,18 +165,22 @@ pub struct ProcessScope {
     pub bk_set_env: SetEnv,
     /// Set ids. GSEKit `scope.bk_set_ids`.
     #[serde(default)]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_set_ids: Vec<i64>,
     /// Module ids. GSEKit `scope.bk_module_ids`.
     #[serde(default)]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_module_ids: Vec<i64>,
     /// Service instance ids. GSEKit `scope.bk_service_ids`.
     #[serde(default)]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_service_ids: Vec<i64>,
     /// Process aliases. GSEKit `scope.bk_process_names`.
     #[serde(default)]
     pub bk_process_names: Vec<String>,
     /// Process ids. GSEKit `scope.bk_process_ids`.
     #[serde(default)]
+    #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_process_ids: Vec<i64>,
 }
 

@@ -44,13 +44,13 @@ pub struct TaskflowSpec {
     /// The BKFlow space. Path parameter `space_id` of every BKFlow call; defaults to the
     /// connection's `bkflowSpaceId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub space_id: Option<i64>,
 
     /// Create the task from this flow template. BKFlow `create_task` `template_id`.
     /// Exactly one of `templateId` and `pipelineTree`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub template_id: Option<i64>,
 
     /// Create the task from this pipeline tree, kept exactly as given. BKFlow

@@ -116,7 +116,7 @@ pub struct Metrics {
     stores: std::sync::Mutex<
         Vec<(
             &'static str,
-            kube::runtime::reflector::Store<kube::api::DynamicObject>,
+            kube::runtime::reflector::Store<super::cached::CachedObject>,
         )>,
     >,
 }
@@ -213,7 +213,7 @@ impl Metrics {
     pub fn watch_store(
         &self,
         kind: &'static str,
-        store: kube::runtime::reflector::Store<kube::api::DynamicObject>,
+        store: kube::runtime::reflector::Store<super::cached::CachedObject>,
     ) {
         self.stores
             .lock()
@@ -243,15 +243,19 @@ impl Metrics {
     }
 
     fn count_runs(&self) {
+        #[derive(serde::Deserialize)]
+        struct PhaseOnly {
+            phase: Option<String>,
+        }
         self.runs.clear();
         let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, store) in stores.iter() {
             for obj in store.state() {
                 let phase = obj
-                    .data
-                    .get("status")
-                    .and_then(|s| s.get("phase"))
-                    .and_then(|p| p.as_str())
+                    .status_as::<PhaseOnly>()
+                    .and_then(Result::ok)
+                    .and_then(|s| s.phase)
+                    .as_deref()
                     .and_then(phase_name)
                     .unwrap_or("Pending");
                 self.runs.get_or_create(&PhaseLabels { kind, phase }).inc();

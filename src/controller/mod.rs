@@ -2,6 +2,7 @@
 //! leader election, `/metrics` `/healthz` `/readyz`, and graceful shutdown.
 
 pub mod batch;
+pub mod cached;
 pub mod connection;
 pub mod events;
 pub mod metrics;
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use futures::{FutureExt, StreamExt};
+use kube::api::{ApiResource, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
@@ -30,6 +31,7 @@ use crate::api::common::{FIELD_MANAGER, Phase};
 use crate::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
 use batch::BkflowBatcher;
+use cached::CachedObject;
 use connection::Connections;
 use events::Events;
 use metrics::{Metrics, ReconcileLabels};
@@ -175,14 +177,28 @@ enum Lane {
 impl Lane {
     /// Read off the cached object without decoding it: its status names a job of a run that
     /// has not ended. A wrong guess only puts a reconcile in the other lane.
-    fn of(obj: &DynamicObject) -> Lane {
+    fn of(obj: &CachedObject) -> Lane {
         use serde::Deserialize;
-        let run = obj.data.get("status").and_then(|s| s.get("run"));
+        #[derive(Deserialize)]
+        struct Status {
+            run: Option<Run>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Run {
+            job_id: Option<serde_json::Value>,
+            phase: Option<serde_json::Value>,
+        }
+        let run = obj
+            .status_as::<Status>()
+            .and_then(Result::ok)
+            .and_then(|s| s.run);
         let has_job = run
-            .and_then(|r| r.get("jobId"))
+            .as_ref()
+            .and_then(|r| r.job_id.as_ref())
             .is_some_and(|j| !j.is_null());
         let ended = run
-            .and_then(|r| r.get("phase"))
+            .and_then(|r| r.phase)
             .and_then(|p| Phase::deserialize(p).ok())
             .is_some_and(Phase::is_final);
         if has_job && !ended {
@@ -201,7 +217,7 @@ impl Lane {
 }
 
 async fn reconcile<K: JobKind + KindName>(
-    obj: Arc<DynamicObject>,
+    obj: Arc<CachedObject>,
     ctx: Arc<Context>,
     slots: Arc<Slots>,
 ) -> Result<Action, Error> {
@@ -229,19 +245,75 @@ async fn reconcile<K: JobKind + KindName>(
         return Ok(Action::await_change());
     }
     // Boxed: the reconcile's state machine is large, and only the ones holding a slot need it.
-    Box::pin(reconcile_one::<K>(obj, ctx)).await
+    // A panic is caught here: it is one object's problem, and uncaught it would end the
+    // controller of its whole kind.
+    let outcome =
+        std::panic::AssertUnwindSafe(Box::pin(reconcile_one::<K>(obj.clone(), ctx.clone())))
+            .catch_unwind()
+            .await;
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            report_panic::<K>(&ctx, &obj, panic_text(panic.as_ref()));
+            Ok(Action::requeue(PANIC_RETRY))
+        }
+    }
+}
+
+/// When a reconcile that panicked is tried again.
+const PANIC_RETRY: Duration = Duration::from_secs(300);
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
+/// A reconcile that panicked: counted, logged and told on the object as a Warning Event. The
+/// status is left alone: it may describe a job in flight, which the next reconcile follows.
+fn report_panic<K: JobKind + KindName>(ctx: &Context, obj: &CachedObject, text: &str) {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            kind: K::NAME,
+            outcome: "panic",
+        })
+        .inc();
+    let (Some(ns), Some(name)) = (obj.namespace(), obj.metadata.name.clone()) else {
+        return;
+    };
+    error!(kind = K::NAME, %ns, %name, panic = text, "reconcile panicked; trying again in 5 minutes");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name),
+        namespace: Some(ns),
+        uid: obj.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let note = format!(
+        "bkops failed while handling this object ({text}); other objects are not affected. \
+         It tries again in 5 minutes; please report this as a bug."
+    );
+    ctx.events.publish(
+        kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "ReconcilePanicked".into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        },
+        reference,
+    );
 }
 
 async fn reconcile_one<K: JobKind + KindName>(
-    obj: Arc<DynamicObject>,
+    obj: Arc<CachedObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    // One JSON value built from the cached object, read into `K` with the failing field's path
-    // (kube's `try_parse` would clone the object first, and its errors name no field).
-    let parsed = serde_json::to_value(obj.as_ref())
-        .map_err(|e| e.to_string())
-        .and_then(|v| serde_path_to_error::deserialize::<_, K>(v).map_err(|e| e.to_string()));
-    match parsed {
+    match obj.parse::<K>() {
         Ok(typed) => Reconciler::new(&ctx, typed, K::NAME)?.run().await,
         Err(e) => {
             // A malformed object must not stop the watch of its kind: say so on the object and
@@ -259,7 +331,7 @@ async fn reconcile_one<K: JobKind + KindName>(
     }
 }
 
-async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error: &str) {
+async fn report_malformed<K: JobKind>(ctx: &Context, obj: &CachedObject, error: &str) {
     let (Some(ns), Some(name)) = (obj.namespace(), obj.metadata.name.clone()) else {
         return;
     };
@@ -268,12 +340,15 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error:
         "malformed object, cannot be read as {}: {error}",
         K::kind(&())
     );
+    #[derive(serde::Deserialize)]
+    struct Status {
+        message: Option<String>,
+    }
     let already = obj
-        .data
-        .get("status")
-        .and_then(|s| s.get("message"))
-        .and_then(|m| m.as_str())
-        == Some(message.as_str());
+        .status_as::<Status>()
+        .and_then(Result::ok)
+        .and_then(|s| s.message)
+        == Some(message.clone());
     if already {
         return;
     }
@@ -306,7 +381,7 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error:
         secondary: None,
     };
     ctx.events.publish(event, reference);
-    let api: Api<DynamicObject> =
+    let api: Api<CachedObject> =
         Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<K>(&()));
     if let Err(e) = api
         .patch_status(
@@ -320,7 +395,7 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &DynamicObject, error:
     }
 }
 
-fn error_policy<K: KindName>(_obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: KindName>(_obj: Arc<CachedObject>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconciles
         .get_or_create(&ReconcileLabels {
@@ -343,7 +418,7 @@ fn error_policy<K: KindName>(_obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Con
 
 /// Reconciles are triggered by what people change (spec, annotations, finalizers, deletion),
 /// never by the operator's own status writes; running jobs are followed by requeues.
-fn trigger_hash(obj: &DynamicObject) -> Option<u64> {
+fn trigger_hash(obj: &CachedObject) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     obj.metadata.generation.hash(&mut h);
@@ -357,9 +432,10 @@ async fn run_kind<K: JobKind + KindName>(
     ctx: Arc<Context>,
     ns: Option<String>,
     token: CancellationToken,
+    health: Health,
 ) {
     let ar = ApiResource::erase::<K>(&());
-    let api: Api<DynamicObject> = match &ns {
+    let api: Api<CachedObject> = match &ns {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
         None => Api::all_with(ctx.client.clone(), &ar),
     };
@@ -368,9 +444,8 @@ async fn run_kind<K: JobKind + KindName>(
     ctx.metrics.watch_store(K::NAME, reader.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        // Nothing reads managedFields, and they are the costliest part of a cached object
-        // (a tree of tiny JSON maps: ~7.6 KiB of heap each, see BENCHMARKS.md).
-        .modify(|o| o.managed_fields_mut().clear())
+        .inspect(move |event| health.watch_event(K::NAME, event.is_ok()))
+        // `CachedObject` skips managedFields as it decodes (nothing reads them).
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
@@ -400,10 +475,19 @@ async fn run_kind<K: JobKind + KindName>(
         .await;
 }
 
-/// Readiness as `/readyz` reports it.
+/// How long a kind's watch may fail without a success before `/healthz` and `/readyz` fail, so
+/// that Kubernetes restarts the pod. The watch retries with a backoff of at most about a minute.
+pub const WATCH_STALL: Duration = Duration::from_secs(180);
+
+/// Health as `/healthz` and `/readyz` report it.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// A kind's controller ended while the operator was meant to run.
+    stopped: Arc<AtomicBool>,
+    /// Since when each kind's watch has failed without a success in between.
+    watch_failing:
+        Arc<std::sync::Mutex<std::collections::HashMap<&'static str, std::time::Instant>>>,
 }
 
 impl Health {
@@ -411,9 +495,44 @@ impl Health {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
-    /// Whether it is ready.
+    /// Whether it is ready: running, and every kind's controller is alive.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.is_live()
+    }
+    /// Whether every kind's controller runs and none's watch has failed for [`WATCH_STALL`].
+    pub fn is_live(&self) -> bool {
+        self.problem().is_none()
+    }
+    /// What makes the operator unhealthy, if anything.
+    pub fn problem(&self) -> Option<String> {
+        self.problem_at(std::time::Instant::now())
+    }
+    fn problem_at(&self, now: std::time::Instant) -> Option<String> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Some("a controller has stopped".to_owned());
+        }
+        let failing = self.watch_failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .iter()
+            .map(|(kind, since)| (kind, now.saturating_duration_since(*since)))
+            .filter(|(_, failed_for)| *failed_for >= WATCH_STALL)
+            .map(|(kind, failed_for)| {
+                format!("the {kind} watch has failed for {} s", failed_for.as_secs())
+            })
+            .min()
+    }
+    /// Marks a kind's controller as stopped.
+    pub fn set_stopped(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+    /// Records the outcome of one event of `kind`'s watch.
+    pub fn watch_event(&self, kind: &'static str, ok: bool) {
+        let mut failing = self.watch_failing.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            failing.remove(kind);
+        } else {
+            failing.entry(kind).or_insert_with(std::time::Instant::now);
+        }
     }
 }
 
@@ -442,16 +561,29 @@ pub async fn serve_http(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", {
+            let h = health.clone();
+            get(move || {
+                let h = h.clone();
+                async move {
+                    match h.problem() {
+                        None => (StatusCode::OK, "ok".to_owned()),
+                        Some(p) => (StatusCode::SERVICE_UNAVAILABLE, p),
+                    }
+                }
+            })
+        })
         .route(
             "/readyz",
             get(move || {
                 let h = health.clone();
                 async move {
-                    if h.is_ready() {
-                        (StatusCode::OK, "ready")
+                    if let Some(p) = h.problem() {
+                        (StatusCode::SERVICE_UNAVAILABLE, p)
+                    } else if h.is_ready() {
+                        (StatusCode::OK, "ready".to_owned())
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_owned())
                     }
                 }
             }),
@@ -516,22 +648,26 @@ pub async fn run(
     let controllers = token.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     for ns in namespaces {
+        let (c, t, h) = (&ctx, &controllers, &health);
         tasks.spawn(run_kind::<ProcessJob>(
-            ctx.clone(),
+            c.clone(),
             ns.clone(),
-            controllers.clone(),
+            t.clone(),
+            h.clone(),
         ));
         tasks.spawn(run_kind::<Taskflow>(
-            ctx.clone(),
+            c.clone(),
             ns.clone(),
-            controllers.clone(),
+            t.clone(),
+            h.clone(),
         ));
         tasks.spawn(run_kind::<AgentJob>(
-            ctx.clone(),
+            c.clone(),
             ns.clone(),
-            controllers.clone(),
+            t.clone(),
+            h.clone(),
         ));
-        tasks.spawn(run_kind::<ExecuteJob>(ctx.clone(), ns, controllers.clone()));
+        tasks.spawn(run_kind::<ExecuteJob>(c.clone(), ns, t.clone(), h.clone()));
     }
     health.set_ready(true);
     info!("controllers running");
@@ -545,11 +681,23 @@ pub async fn run(
             None => std::future::pending::<bool>().await,
         }
     };
-    let lost_leadership = tokio::select! {
-        l = lost => l,
-        _ = token.cancelled() => false,
-        _ = async { while tasks.join_next().await.is_some() {} } => false,
+    // A controller ends only on shutdown: one that ends before is a kind nobody follows any
+    // more, so the process reports itself unhealthy and exits for a fresh start.
+    let stopped = async {
+        match tasks.join_next().await {
+            Some(Err(e)) if e.is_panic() => Some("panicked".to_owned()),
+            Some(_) => Some("ended".to_owned()),
+            None => None,
+        }
     };
+    let (lost_leadership, stopped) = tokio::select! {
+        l = lost => (l, None),
+        _ = token.cancelled() => (false, None),
+        s = stopped => (false, s),
+    };
+    if stopped.is_some() {
+        health.set_stopped();
+    }
     health.set_ready(false);
     controllers.cancel();
     while tasks.join_next().await.is_some() {}
@@ -563,6 +711,9 @@ pub async fn run(
     if lost_leadership {
         anyhow::bail!("lost leadership; exiting so that a fresh process competes again");
     }
+    if let Some(how) = stopped {
+        anyhow::bail!("a controller {how}; exiting so that a fresh process starts");
+    }
     info!("stopped");
     Ok(())
 }
@@ -571,12 +722,45 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn object(status: serde_json::Value) -> DynamicObject {
-        let mut obj = DynamicObject::new("p", &ApiResource::erase::<ProcessJob>(&()));
+    fn object(status: serde_json::Value) -> CachedObject {
+        let mut obj = CachedObject::new("p");
         if !status.is_null() {
-            obj.data = json!({ "status": status });
+            obj.status = serde_json::value::to_raw_value(&status).ok();
         }
         obj
+    }
+
+    #[test]
+    fn a_watch_failing_for_long_or_a_stopped_controller_is_unhealthy() {
+        let health = Health::default();
+        health.set_ready(true);
+        let t0 = std::time::Instant::now();
+        assert!(health.is_ready() && health.problem_at(t0).is_none());
+        health.watch_event("Taskflow", false);
+        // Failing for a while is what a backoff is for.
+        assert_eq!(health.problem_at(t0 + Duration::from_secs(60)), None);
+        let problem = health.problem_at(t0 + WATCH_STALL + Duration::from_secs(5));
+        assert!(
+            problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("the Taskflow watch has failed for")),
+            "{problem:?}"
+        );
+        // A later event that decoded clears it.
+        health.watch_event("Taskflow", true);
+        assert_eq!(health.problem_at(t0 + WATCH_STALL * 2), None);
+        health.set_stopped();
+        assert!(!health.is_live() && !health.is_ready());
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let text: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_text(text.as_ref()), "boom");
+        let owned: Box<dyn std::any::Any + Send> = Box::new(format!("at {}", 7));
+        assert_eq!(panic_text(owned.as_ref()), "at 7");
+        let other: Box<dyn std::any::Any + Send> = Box::new(7_u8);
+        assert_eq!(panic_text(other.as_ref()), "a panic without a message");
     }
 
     #[test]

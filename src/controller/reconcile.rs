@@ -12,7 +12,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 use rand::Rng;
-use serde::Deserialize as _;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -171,17 +170,15 @@ pub fn poll_interval(ctx: &Context, run: &RunStatus) -> Duration {
 pub async fn behind_own_write(
     ctx: &Context,
     kind: &'static str,
-    obj: &kube::api::DynamicObject,
+    obj: &super::cached::CachedObject,
 ) -> Option<Duration> {
     let uid = obj.metadata.uid.as_deref()?;
     let (hash, at) = ctx.timings.lock().await.written.get(uid).copied()?;
     // Unreadable status: the reconcile reports the malformed object; nothing to wait for.
-    let cached: Option<JobStatus> = match obj.data.get("status") {
+    let cached: Option<JobStatus> = match obj.status_as::<JobStatus>() {
         None => None,
-        Some(s) => match JobStatus::deserialize(s) {
-            Ok(s) => Some(s),
-            Err(_) => return None,
-        },
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => return None,
     };
     let waited = at.elapsed();
     if status_hash(cached.as_ref()) != hash && waited < CACHE_CATCH_UP {
@@ -1012,8 +1009,8 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let query = SearchQuery {
             key: run.key.clone(),
             creator: self.obj.creator(&conn.defaults),
-            since: intent_at - chrono::Duration::seconds(60),
-            until: now + chrono::Duration::seconds(60),
+            since: crate::run::shifted(intent_at, -60).unwrap_or(intent_at),
+            until: crate::run::shifted(now, 60).unwrap_or(now),
             target,
         };
         self.ctx
@@ -1402,7 +1399,7 @@ mod tests {
         )
     }
 
-    fn object(status: Option<&JobStatus>) -> kube::api::DynamicObject {
+    fn object(status: Option<&JobStatus>) -> super::super::cached::CachedObject {
         let mut o = serde_json::json!({
             "apiVersion": "bkops.io/v1alpha1", "kind": "ProcessJob",
             "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
@@ -1411,7 +1408,7 @@ mod tests {
         if let Some(s) = status {
             o["status"] = serde_json::to_value(s).expect("a status serializes");
         }
-        serde_json::from_value(o).expect("an object")
+        serde_json::from_str(&o.to_string()).expect("an object")
     }
 
     fn waits(ctx: &Context) -> u64 {

@@ -193,6 +193,15 @@ fn to_std(d: chrono::Duration) -> Duration {
     d.to_std().unwrap_or(Duration::ZERO)
 }
 
+/// `t` moved by `secs` seconds, or `None` when the result lies outside the times chrono can
+/// hold. Spec and status values reach this arithmetic, and none of them may panic a reconcile.
+pub fn shifted(
+    t: chrono::DateTime<chrono::Utc>,
+    secs: i64,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::TimeDelta::try_seconds(secs).and_then(|d| t.checked_add_signed(d))
+}
+
 /// Whether `run` already answers `trigger`.
 pub fn answers(run: &RunStatus, trigger: &Trigger, last_handled_rerun_at: Option<&str>) -> bool {
     run.spec_hash == trigger.spec_hash
@@ -261,7 +270,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         if let (Some(secs), Some(start)) = (
             o.common.active_deadline_seconds,
             r.submitted_at.or(r.intent_at),
-        ) && o.now >= start + chrono::Duration::seconds(secs)
+        ) && shifted(start, secs).is_some_and(|deadline| o.now >= deadline)
         {
             return Decision::Cancel { deadline: true };
         }
@@ -305,8 +314,8 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             };
         }
         if let Some(r) = deferred {
-            let at = r.intent_at.unwrap_or(o.now)
-                + chrono::Duration::from_std(SUBMIT_DEFER).unwrap_or_default();
+            let at = shifted(r.intent_at.unwrap_or(o.now), SUBMIT_DEFER.as_secs() as i64)
+                .unwrap_or(o.now);
             if o.now < at {
                 return Decision::Idle {
                     requeue: Some(to_std(at - o.now)),
@@ -356,7 +365,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 .as_ref()
                 .and_then(|p| p.backoff_seconds)
                 .unwrap_or(0);
-            let at = r.completion_time.unwrap_or(o.now) + chrono::Duration::seconds(backoff.into());
+            let at = shifted(r.completion_time.unwrap_or(o.now), backoff.into()).unwrap_or(o.now);
             if o.now < at {
                 return Decision::Idle {
                     requeue: Some(to_std(at - o.now)),

@@ -241,6 +241,27 @@ fn cancel_and_deadline_cancel_once() {
     assert_eq!(w.decide(), Decision::Cancel { deadline: true });
     w.common.active_deadline_seconds = Some(3600);
     assert_eq!(w.decide(), Decision::Poll);
+    // Deadlines past the end of representable time (stored before the CRD bounded them) never
+    // pass, and never panic.
+    for secs in [i64::MAX, 10_000_000_000_000, i64::MIN] {
+        w.common.active_deadline_seconds = Some(secs);
+        assert_eq!(w.decide(), Decision::Poll, "{secs}");
+    }
+}
+
+#[test]
+fn time_arithmetic_out_of_range_is_none() {
+    let t = now();
+    assert_eq!(
+        super::shifted(t, 60),
+        Some(t + chrono::Duration::seconds(60))
+    );
+    assert_eq!(super::shifted(t, i64::MAX), None);
+    assert_eq!(super::shifted(t, 10_000_000_000_000), None);
+    assert_eq!(
+        super::shifted(chrono::DateTime::<chrono::Utc>::MIN_UTC, -60),
+        None
+    );
 }
 
 #[test]
