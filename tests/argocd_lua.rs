@@ -386,6 +386,67 @@ fn the_sandbox_refuses_what_argo_cd_refuses() {
     assert_eq!(got["n"], FIXED_TIME);
 }
 
+#[test]
+fn scripts_run_on_lua_5_1() {
+    let version: String = lua_5_1().globals().get("_VERSION").expect("_VERSION");
+    assert_eq!(version, "Lua 5.1");
+    // No integer subtype in 5.1: whole numbers still come back as JSON integers.
+    let got =
+        run_source("=n", "return { a = 6 / 2, b = 2.5, c = -0 }", &Value::Null).expect("numbers");
+    assert_eq!(got, serde_json::json!({"a": 3, "b": 2.5, "c": 0}));
+}
+
+/// What Lua 5.2-5.4 parse and Argo CD's Lua 5.1 does not: refused when the script loads.
+#[test]
+fn lua_5_2_to_5_4_syntax_does_not_load() {
+    for (name, script, near) in [
+        ("integer division", "return { n = 7 // 2 }", "near '/'"),
+        (
+            "goto",
+            "for i = 1, 3 do\n  if i == 2 then goto done end\nend\n::done::\nreturn {}",
+            "near 'done'",
+        ),
+        (
+            "const local",
+            "local n <const> = 1\nreturn { n = n }",
+            "near '<'",
+        ),
+        ("bitwise and", "return { n = 3 & 1 }", "near '&'"),
+    ] {
+        match run_source("=s", script, &Value::Null) {
+            Err(Failure::Load(e)) => assert!(e.contains(near), "{name}: {e}"),
+            other => panic!("{name} must not load on Lua 5.1, got {other:?}"),
+        }
+    }
+}
+
+/// Lua 5.3+ library calls: not there, so the script fails when it reaches them.
+#[test]
+fn lua_5_3_library_calls_fail() {
+    for (name, script, want) in [
+        (
+            "math.tointeger",
+            "return { n = math.tointeger(3.0) }",
+            "attempt to index global 'math' (a nil value)",
+        ),
+        (
+            "utf8.char",
+            "return { s = utf8.char(72) }",
+            "attempt to index global 'utf8' (a nil value)",
+        ),
+        (
+            "require utf8",
+            "local utf8 = require('utf8')\nreturn { s = utf8.char(72) }",
+            "module utf8 is not available in Argo CD",
+        ),
+    ] {
+        match run_source("=s", script, &Value::Null) {
+            Err(Failure::Run(e)) => assert!(e.contains(want), "{name}: {e}"),
+            other => panic!("{name} must fail on Lua 5.1, got {other:?}"),
+        }
+    }
+}
+
 /// Every script of every kind, by path relative to the kind's folder.
 fn scripts(kind: &str) -> BTreeMap<String, String> {
     let dir = customizations().join(kind);
