@@ -1,113 +1,47 @@
-//! The Argo CD resource customizations in `deploy/argocd/resource_customizations`, run by a real
-//! Lua interpreter (`lua5.4`) inside a sandbox shaped like Argo CD's: the base library, `table`,
-//! and a safe `os` (time, date) reachable through `require("os")`; no `string` or `math` library,
-//! so strings have no methods either. Every `health_test.yaml` and `action_test.yaml` (Argo CD's own
-//! test layout) is run and compared, and `deploy/argocd/argocd-cm.yaml` must hold the same scripts.
+//! The Argo CD resource customizations in `deploy/argocd/resource_customizations`, run in-process
+//! on Lua 5.1 (mlua's vendored PUC Lua, built from source: no system package needed), the language
+//! of the gopher-lua VM Argo CD runs them in. The sandbox is shaped like Argo CD's: the base
+//! library, `table`, and a safe `os` (time, date) reachable through `require("os")`; no `string` or
+//! `math` library, so strings have no methods either. Every `health_test.yaml` and
+//! `action_test.yaml` (Argo CD's own test layout) is run and compared, and
+//! `deploy/argocd/argocd-cm.yaml` must hold the same scripts.
 //!
-//! Needs `lua5.4` on PATH (Debian: `apt-get install -y lua5.4`), or `BKOPS_LUA` naming another
-//! Lua 5.4 interpreter. Regenerate the ConfigMap with
-//! `BKOPS_UPDATE_ARGOCD_CM=1 cargo test --test argocd_lua`.
+//! Regenerate the ConfigMap with `BKOPS_UPDATE_ARGOCD_CM=1 cargo test --test argocd_lua`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use serde_json::Value;
+use mlua::chunk::ChunkMode;
+use mlua::{Lua, LuaOptions, LuaString, StdLib, Table, Value as LuaValue};
+use serde_json::{Map, Value};
 
 /// The time `os.time()`/`os.date()` report to the scripts: 2025-03-04T05:06:07Z.
 const FIXED_TIME: i64 = 1_741_064_767;
 const KINDS: [&str; 4] = ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"];
 const ACTIONS: [&str; 4] = ["cancel", "rerun", "resume", "suspend"];
-
-/// Runs `script` with `obj` bound and prints the script's return value as JSON.
-const HARNESS: &str = r#"
-local script_path, obj_path, fixed_time = arg[1], arg[2], math.tointeger(tonumber(arg[3]))
-
-local function readfile(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function quote(s)
-  return '"' .. string.gsub(s, '[%c"\\]', function(c)
-    local named = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
-    return named[c] or string.format("\\u%04x", string.byte(c))
-  end) .. '"'
-end
-
-local function encode(v)
-  local t = type(v)
-  if t == "nil" then
-    return "null"
-  elseif t == "boolean" then
-    return tostring(v)
-  elseif t == "number" then
-    if math.type(v) == "integer" then
-      return string.format("%d", v)
-    elseif v == math.floor(v) and v > -2^53 and v < 2^53 then
-      return string.format("%d", math.floor(v))
-    end
-    return string.format("%.17g", v)
-  elseif t == "string" then
-    return quote(v)
-  elseif t == "table" then
-    local n = 0
-    for _ in pairs(v) do n = n + 1 end
-    if n == 0 then return "{}" end
-    local parts = {}
-    if #v == n then
-      for i = 1, n do parts[i] = encode(v[i]) end
-      return "[" .. table.concat(parts, ",") .. "]"
-    end
-    local keys = {}
-    for k in pairs(v) do
-      if type(k) ~= "string" then error("table key of type " .. type(k) .. " cannot become JSON") end
-      keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for i, k in ipairs(keys) do parts[i] = quote(k) .. ":" .. encode(v[k]) end
-    return "{" .. table.concat(parts, ",") .. "}"
-  end
-  error("a " .. t .. " cannot become JSON")
-end
-
-local obj = assert(load(readfile(obj_path), "=object", "t", {}))()
-
-local real_date, real_time = os.date, os.time
-local safe_os = {
-  date = function(fmt, t) return real_date(fmt or "%c", t or fixed_time) end,
-  time = function(t) if t ~= nil then return real_time(t) end return fixed_time end,
-}
-local env = { obj = obj }
-for _, name in ipairs({ "assert", "error", "getmetatable", "ipairs", "next", "pairs", "pcall",
-    "print", "rawequal", "rawget", "rawset", "select", "setmetatable", "tonumber", "tostring",
-    "type", "xpcall" }) do
-  env[name] = _G[name]
-end
-env.table = { concat = table.concat, insert = table.insert, remove = table.remove, sort = table.sort }
-env.require = function(name)
-  if name == "os" then return safe_os end
-  error("module " .. tostring(name) .. " is not available in Argo CD", 2)
-end
-env._G = env
-
-local chunk = assert(load(readfile(script_path), "@" .. script_path, "t", env))
-local string_mt = getmetatable("")
-local string_index = string_mt.__index
-string_mt.__index = function(_, k)
-  error("string method '" .. tostring(k) .. "' is not available in Argo CD (no string library)", 2)
-end
-local ok, result = pcall(chunk)
-string_mt.__index = string_index
-if not ok then
-  io.stderr:write(tostring(result), "\n")
-  os.exit(2)
-end
-io.write(encode(result))
-"#;
+/// The base library as the scripts see it: no `load`, `loadstring`, `dofile`, `setfenv`, ...
+const BASE: [&str; 17] = [
+    "assert",
+    "error",
+    "getmetatable",
+    "ipairs",
+    "next",
+    "pairs",
+    "pcall",
+    "print",
+    "rawequal",
+    "rawget",
+    "rawset",
+    "select",
+    "setmetatable",
+    "tonumber",
+    "tostring",
+    "type",
+    "xpcall",
+];
+/// A table nested deeper than this is taken for one that holds itself.
+const MAX_DEPTH: usize = 100;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/argocd")
@@ -127,96 +61,182 @@ fn yaml_file(path: &Path) -> Value {
     serde_json::to_value(y).expect("YAML maps to JSON")
 }
 
-fn lua_interpreter() -> String {
-    let lua = std::env::var("BKOPS_LUA").unwrap_or_else(|_| "lua5.4".to_owned());
-    match Command::new(&lua).arg("-v").output() {
-        Ok(out) if out.status.success() => lua,
-        _ => panic!(
-            "`{lua}` not found: the Argo CD Lua tests need a Lua 5.4 interpreter. Install it with \
-             `apt-get install -y lua5.4` (hack/test.sh and CI do), or set BKOPS_LUA"
-        ),
+/// Why a script gave no result.
+#[derive(Debug)]
+enum Failure {
+    /// Lua 5.1 does not parse it.
+    Load(String),
+    /// It raised an error, or returned what JSON cannot hold.
+    Run(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Load(e) => write!(f, "does not load: {e}"),
+            Failure::Run(e) => write!(f, "fails: {e}"),
+        }
     }
 }
 
-/// A Lua table literal for a JSON value (Lua 5.1 and 5.4 alike: decimal byte escapes only).
-fn lua_literal(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("nil"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+/// A Lua 5.1 state with the base library and only the libraries the sandbox hands out parts of.
+/// No `string` library means no string metatable, so `s:upper()` fails as in Argo CD.
+fn lua_5_1() -> Lua {
+    Lua::new_with(StdLib::TABLE | StdLib::OS, LuaOptions::default()).expect("a Lua 5.1 state")
+}
+
+/// The scripts' globals, built from nothing: `BASE`, four `table` functions, `obj`, and a `require`
+/// that yields only the safe `os` (time and date, at `FIXED_TIME` unless given one).
+fn sandbox(lua: &Lua, obj: &Value) -> mlua::Result<Table> {
+    let globals = lua.globals();
+    let env = lua.create_table()?;
+    for name in BASE {
+        env.raw_set(name, globals.raw_get::<LuaValue>(name)?)?;
+    }
+    let table: Table = globals.raw_get("table")?;
+    let safe_table = lua.create_table()?;
+    for name in ["concat", "insert", "remove", "sort"] {
+        safe_table.raw_set(name, table.raw_get::<LuaValue>(name)?)?;
+    }
+    env.raw_set("table", safe_table)?;
+
+    let os: Table = globals.raw_get("os")?;
+    let (date, time): (mlua::Function, mlua::Function) = (os.raw_get("date")?, os.raw_get("time")?);
+    let safe_os = lua.create_table()?;
+    safe_os.raw_set(
+        "date",
+        lua.create_function(move |lua, (format, t): (Option<LuaString>, Option<f64>)| {
+            let format = match format {
+                Some(format) => format,
+                None => lua.create_string("%c")?,
+            };
+            date.call::<LuaValue>((format, t.unwrap_or(FIXED_TIME as f64)))
+        })?,
+    )?;
+    safe_os.raw_set(
+        "time",
+        lua.create_function(move |_, t: Option<LuaValue>| match t {
+            Some(t) => time.call::<LuaValue>(t),
+            None => Ok(LuaValue::Integer(FIXED_TIME)),
+        })?,
+    )?;
+    env.raw_set(
+        "require",
+        lua.create_function(move |_, name: String| {
+            if name == "os" {
+                Ok(safe_os.clone())
+            } else {
+                Err(mlua::Error::runtime(format!(
+                    "module {name} is not available in Argo CD"
+                )))
+            }
+        })?,
+    )?;
+    env.raw_set("_G", &env)?;
+    env.raw_set("obj", to_lua(lua, obj)?)?;
+    Ok(env)
+}
+
+/// `obj` as the Lua table Argo CD hands the scripts; a JSON null is nil.
+fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
+    Ok(match v {
+        Value::Null => LuaValue::Nil,
+        Value::Bool(b) => LuaValue::Boolean(*b),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => write!(out, "{i}").expect("write to String"),
-            (None, Some(f)) => write!(out, "{f:?}").expect("write to String"),
-            (None, None) => panic!("number {n} out of range"),
+            (Some(i), _) => LuaValue::Integer(i),
+            (None, Some(f)) => LuaValue::Number(f),
+            (None, None) => return Err(mlua::Error::runtime(format!("number {n} out of range"))),
         },
-        Value::String(s) => {
-            out.push('"');
-            for b in s.bytes() {
-                if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-                    out.push(b as char);
-                } else {
-                    write!(out, "\\{b:03}").expect("write to String");
-                }
-            }
-            out.push('"');
-        }
+        Value::String(s) => LuaValue::String(lua.create_string(s)?),
         Value::Array(items) => {
-            out.push('{');
-            for item in items {
-                lua_literal(item, out);
-                out.push_str(", ");
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, item)?)?;
             }
-            out.push('}');
+            LuaValue::Table(t)
         }
         Value::Object(map) => {
-            out.push('{');
+            let t = lua.create_table_with_capacity(0, map.len())?;
             for (k, item) in map {
-                out.push('[');
-                lua_literal(&Value::String(k.clone()), out);
-                out.push_str("] = ");
-                lua_literal(item, out);
-                out.push_str(", ");
+                t.raw_set(k.as_str(), to_lua(lua, item)?)?;
             }
-            out.push('}');
+            LuaValue::Table(t)
         }
+    })
+}
+
+/// A script's return value as JSON. Lua 5.1 numbers are all doubles: whole ones become JSON
+/// integers. A table whose keys are 1..n is an array, one with string keys an object, and an empty
+/// one `{}` (see `normalize`).
+fn to_json(v: &LuaValue, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("tables nested deeper than {MAX_DEPTH}"));
+    }
+    match v {
+        LuaValue::Nil => Ok(Value::Null),
+        LuaValue::Boolean(b) => Ok(Value::Bool(*b)),
+        // mlua hands most whole doubles over as integers already, but not -0.
+        LuaValue::Integer(i) => Ok(Value::from(*i)),
+        LuaValue::Number(f) if f.fract() == 0.0 && f.abs() < 2f64.powi(53) => {
+            Ok(Value::from(*f as i64))
+        }
+        LuaValue::Number(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{f} cannot become JSON")),
+        LuaValue::String(s) => Ok(Value::String(lua_str(s)?)),
+        LuaValue::Table(t) => {
+            let pairs = t
+                .pairs::<LuaValue, LuaValue>()
+                .collect::<mlua::Result<Vec<_>>>()
+                .map_err(|e| e.to_string())?;
+            if !pairs.is_empty() && t.raw_len() == pairs.len() {
+                return (1..=pairs.len())
+                    .map(|i| to_json(&t.raw_get(i).map_err(|e| e.to_string())?, depth + 1))
+                    .collect();
+            }
+            let mut out = Map::new();
+            for (k, item) in pairs {
+                let LuaValue::String(k) = k else {
+                    return Err(format!(
+                        "table key of type {} cannot become JSON",
+                        k.type_name()
+                    ));
+                };
+                out.insert(lua_str(&k)?, to_json(&item, depth + 1)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => Err(format!("a {} cannot become JSON", other.type_name())),
     }
 }
 
-struct Lua {
-    interpreter: String,
-    dir: tempfile::TempDir,
+fn lua_str(s: &LuaString) -> Result<String, String> {
+    s.to_str()
+        .map(|s| s.to_owned())
+        .map_err(|e| format!("not UTF-8: {e}"))
 }
 
-impl Lua {
-    fn new() -> Self {
-        let interpreter = lua_interpreter();
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("harness.lua"), HARNESS).expect("write harness");
-        Lua { interpreter, dir }
-    }
+/// Runs a script's text in a fresh sandbox (an action changes `obj`; nothing carries over) and
+/// returns what it returned, as JSON. `name` names it in error messages.
+fn run_source(name: &str, source: &str, obj: &Value) -> Result<Value, Failure> {
+    let lua = lua_5_1();
+    let env = sandbox(&lua, obj).expect("the sandbox builds");
+    let chunk = lua
+        .load(source)
+        .set_name(name)
+        .set_mode(ChunkMode::Text)
+        .set_environment(env)
+        .into_function()
+        .map_err(|e| Failure::Load(e.to_string()))?;
+    let result = chunk
+        .call::<LuaValue>(())
+        .map_err(|e| Failure::Run(e.to_string()))?;
+    to_json(&result, 0).map_err(Failure::Run)
+}
 
-    /// Runs `script` with `obj` and returns what it returned, as JSON.
-    fn run(&self, script: &Path, obj: &Value) -> Result<Value, String> {
-        let mut literal = String::from("return ");
-        lua_literal(obj, &mut literal);
-        let obj_path = self.dir.path().join("object.lua");
-        std::fs::write(&obj_path, literal).expect("write object");
-        let out = Command::new(&self.interpreter)
-            .arg(self.dir.path().join("harness.lua"))
-            .arg(script)
-            .arg(&obj_path)
-            .arg(FIXED_TIME.to_string())
-            .output()
-            .expect("run lua");
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| {
-            format!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout).trim()
-            )
-        })
-    }
+/// Runs the script at `path`; see `run_source`.
+fn run(path: &Path, obj: &Value) -> Result<Value, Failure> {
+    run_source(&format!("@{}", path.display()), &read(path), obj)
 }
 
 /// Lua cannot tell an empty array from an empty object; Argo CD restores the original shape.
@@ -231,7 +251,6 @@ fn normalize(v: Value) -> Value {
 
 #[test]
 fn health_checks_give_the_expected_health() {
-    let lua = Lua::new();
     let mut failures = Vec::new();
     let mut ran = 0;
     for kind in KINDS {
@@ -242,7 +261,7 @@ fn health_checks_give_the_expected_health() {
             let want = &test["healthStatus"];
             let obj = yaml_file(&dir.join(input));
             ran += 1;
-            match lua.run(&dir.join("health.lua"), &obj) {
+            match run(&dir.join("health.lua"), &obj) {
                 Ok(got) if got["status"] == want["status"] && got["message"] == want["message"] => {
                 }
                 Ok(got) => failures.push(format!("{kind} {input}: want {want}, got {got}")),
@@ -276,7 +295,6 @@ fn health_tests_cover_every_health_status() {
 
 #[test]
 fn actions_are_discovered_and_change_what_they_should() {
-    let lua = Lua::new();
     let mut failures = Vec::new();
     for kind in KINDS {
         let dir = customizations().join(kind).join("actions");
@@ -295,7 +313,7 @@ fn actions_are_discovered_and_change_what_they_should() {
                     (name, a)
                 })
                 .collect();
-            match lua.run(&dir.join("discovery.lua"), &obj) {
+            match run(&dir.join("discovery.lua"), &obj) {
                 Ok(Value::Object(got)) => {
                     let got: BTreeMap<String, Value> = got.into_iter().collect();
                     if got != want {
@@ -318,7 +336,7 @@ fn actions_are_discovered_and_change_what_they_should() {
                 .expect("expectedOutputPath");
             let obj = yaml_file(&dir.join(input));
             let want = normalize(yaml_file(&dir.join(expected)));
-            match lua.run(&dir.join(action).join("action.lua"), &obj) {
+            match run(&dir.join(action).join("action.lua"), &obj) {
                 Ok(got) if normalize(got.clone()) == want => {}
                 Ok(got) => failures.push(format!(
                     "{kind} {action} {input}: want {}, got {}",
@@ -339,8 +357,6 @@ fn actions_are_discovered_and_change_what_they_should() {
 
 #[test]
 fn the_sandbox_refuses_what_argo_cd_refuses() {
-    let lua = Lua::new();
-    let dir = tempfile::tempdir().expect("temp dir");
     let obj = serde_json::json!({"metadata": {"name": "x"}});
     for (name, script) in [
         (
@@ -351,23 +367,84 @@ fn the_sandbox_refuses_what_argo_cd_refuses() {
         ("math library", "return { status = math.floor(1) }"),
         ("global os", "return { status = os.date() }"),
         ("io", "return { status = io.read() }"),
+        ("loadstring", "return { status = loadstring('return 1')() }"),
+        ("another module", "return { status = require('io') }"),
     ] {
-        let path = dir.path().join("s.lua");
-        std::fs::write(&path, script).expect("write script");
+        let got = run_source("=s", script, &obj);
         assert!(
-            lua.run(&path, &obj).is_err(),
-            "{name} must fail in the sandbox"
+            matches!(got, Err(Failure::Run(_))),
+            "{name} must fail in the sandbox, got {got:?}"
         );
     }
-    let path = dir.path().join("ok.lua");
-    std::fs::write(
-        &path,
+    let got = run_source(
+        "=ok",
         "local os = require('os')\nreturn { status = os.date('!%Y-%m-%dT%H:%M:%SZ'), n = os.time() }",
+        &obj,
     )
-    .expect("write script");
-    let got = lua.run(&path, &obj).expect("safe os works");
+    .expect("safe os works");
     assert_eq!(got["status"], "2025-03-04T05:06:07Z");
     assert_eq!(got["n"], FIXED_TIME);
+}
+
+#[test]
+fn scripts_run_on_lua_5_1() {
+    let version: String = lua_5_1().globals().get("_VERSION").expect("_VERSION");
+    assert_eq!(version, "Lua 5.1");
+    // No integer subtype in 5.1: whole numbers still come back as JSON integers.
+    let got =
+        run_source("=n", "return { a = 6 / 2, b = 2.5, c = -0 }", &Value::Null).expect("numbers");
+    assert_eq!(got, serde_json::json!({"a": 3, "b": 2.5, "c": 0}));
+}
+
+/// What Lua 5.2-5.4 parse and Argo CD's Lua 5.1 does not: refused when the script loads.
+#[test]
+fn lua_5_2_to_5_4_syntax_does_not_load() {
+    for (name, script, near) in [
+        ("integer division", "return { n = 7 // 2 }", "near '/'"),
+        (
+            "goto",
+            "for i = 1, 3 do\n  if i == 2 then goto done end\nend\n::done::\nreturn {}",
+            "near 'done'",
+        ),
+        (
+            "const local",
+            "local n <const> = 1\nreturn { n = n }",
+            "near '<'",
+        ),
+        ("bitwise and", "return { n = 3 & 1 }", "near '&'"),
+    ] {
+        match run_source("=s", script, &Value::Null) {
+            Err(Failure::Load(e)) => assert!(e.contains(near), "{name}: {e}"),
+            other => panic!("{name} must not load on Lua 5.1, got {other:?}"),
+        }
+    }
+}
+
+/// Lua 5.3+ library calls: not there, so the script fails when it reaches them.
+#[test]
+fn lua_5_3_library_calls_fail() {
+    for (name, script, want) in [
+        (
+            "math.tointeger",
+            "return { n = math.tointeger(3.0) }",
+            "attempt to index global 'math' (a nil value)",
+        ),
+        (
+            "utf8.char",
+            "return { s = utf8.char(72) }",
+            "attempt to index global 'utf8' (a nil value)",
+        ),
+        (
+            "require utf8",
+            "local utf8 = require('utf8')\nreturn { s = utf8.char(72) }",
+            "module utf8 is not available in Argo CD",
+        ),
+    ] {
+        match run_source("=s", script, &Value::Null) {
+            Err(Failure::Run(e)) => assert!(e.contains(want), "{name}: {e}"),
+            other => panic!("{name} must fail on Lua 5.1, got {other:?}"),
+        }
+    }
 }
 
 /// Every script of every kind, by path relative to the kind's folder.
