@@ -685,9 +685,14 @@ async fn ambiguous_creates_are_found_by_search() {
                 },
                 CreateRequest::NodemanJob(r) => SearchTarget::Nodeman {
                     job_type: Some(r.job_type.clone()),
+                    bk_biz_id: Some(r.bk_biz_id.clone())
+                        .filter(|b| !b.is_empty() && r.bk_host_id.is_none()),
+                    bk_host_id: r.bk_host_id.clone(),
                 },
                 CreateRequest::NodemanPlugin(r) => SearchTarget::Nodeman {
                     job_type: Some(r.job_type.clone()),
+                    bk_biz_id: None,
+                    bk_host_id: None,
                 },
                 CreateRequest::JobV2(r) => SearchTarget::Job {
                     scope_type: ScopeType::Biz,
@@ -709,7 +714,7 @@ async fn ambiguous_creates_are_found_by_search() {
                 until: Utc::now() + chrono::Duration::seconds(2),
                 target,
             };
-            let found = c.search(&q).await.unwrap();
+            let found = c.search(&q).await.unwrap().candidates;
             assert!(
                 found
                     .iter()

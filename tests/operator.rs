@@ -612,6 +612,8 @@ async fn an_ambiguous_create_is_found_and_adopted_not_resubmitted() {
 #[tokio::test]
 async fn an_unknown_submission_waits_for_a_person() {
     let env = Env::start("unknown").await;
+    // The search concludes once the create's own timeout has passed.
+    env.short_create_timeout().await;
     // A 502 on the create: the job may or may not exist; here it does not.
     env.control
         .add_fault(&FaultRule {
@@ -716,6 +718,7 @@ fn no_operator() -> EnvOptions {
 #[tokio::test]
 async fn killed_after_the_intent_the_restarted_operator_never_creates_twice() {
     let env = Env::with("crash-intent", no_operator()).await;
+    env.short_create_timeout().await;
     // The create hangs before it commits; the operator is killed while it waits.
     env.control
         .add_fault(&FaultRule {
@@ -1015,6 +1018,9 @@ async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
     run.job_url = None;
     run.submitted_at = None;
     run.completion_time = None;
+    // Past the grace window, so the search's verdict (two jobs of the same plan: ambiguous) is
+    // written, not waited on.
+    run.intent_at = Some(chrono::Utc::now() - chrono::Duration::minutes(10));
 
     // A fresh operator context (nothing in memory) reconciles the copy from before the id write.
     let ctx = bkops::controller::Context::new(

@@ -126,6 +126,15 @@ pub(crate) fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
     Ok(v.as_ref().and_then(value_to_i64))
 }
 
+/// A list of ids that may be absent, null, or hold numbers as strings: never fails; `None`
+/// unless every element reads as an id.
+pub(crate) fn opt_int_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i64>>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(v.as_ref()
+        .and_then(Value::as_array)
+        .and_then(|items| items.iter().map(value_to_i64).collect()))
+}
+
 /// A count that may be absent, null, a string or a float: never fails, 0 when unusable.
 pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let v = Option::<Value>::deserialize(d)?;

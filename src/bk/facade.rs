@@ -272,6 +272,10 @@ pub enum SearchTarget {
     Nodeman {
         /// Job type.
         job_type: Option<String>,
+        /// Businesses of the request (select-all mode), compared with a job's `bk_biz_scope`.
+        bk_biz_id: Option<Vec<i64>>,
+        /// Hosts of the request, compared with the hosts a job's details list.
+        bk_host_id: Option<Vec<i64>>,
     },
     /// JOB instances of a scope.
     Job {
@@ -312,9 +316,25 @@ pub struct Candidate {
     /// Its name, when it has one.
     pub name: Option<String>,
     /// Whether the run key was found on the job (BKFlow name/description, GSEKit
-    /// `extra_data`). When any candidate has it, the others are somebody else's.
+    /// `extra_data`). Where a system keeps the key, a job without it is somebody else's.
     pub key_matched: bool,
+    /// Whether the job's content (type, business, hosts, plan) matches the request, as far as
+    /// the list and detail calls show it; `None` when they did not tell.
+    pub content_matched: Option<bool>,
 }
+
+/// What a search found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Searched {
+    /// The jobs of the window that passed the filters, run key matches first, newest first.
+    pub candidates: Vec<Candidate>,
+    /// Whether every job of the window was seen; `false` when the search stopped at its page
+    /// limit, so a job may exist that it did not see.
+    pub complete: bool,
+}
+
+/// Most NodeMan jobs whose hosts one search reads (one details call each).
+const SEARCH_MAX_DETAILS: usize = 10;
 
 // ---------------------------------------------------------------------------------------------
 // State mapping (bk-api.md §C)
@@ -1155,8 +1175,8 @@ impl BkClient {
     /// Lists jobs that may be the one an ambiguous create made: same system and filters,
     /// created in the window, by the creator when given. Sorted key matches first, then
     /// newest first. Reads at most a few pages (the window should be minutes wide).
-    pub async fn search(&self, q: &SearchQuery) -> Result<Vec<Candidate>, BkError> {
-        let mut out = match &q.target {
+    pub async fn search(&self, q: &SearchQuery) -> Result<Searched, BkError> {
+        let (mut out, complete) = match &q.target {
             SearchTarget::Gsekit {
                 biz_id,
                 job_object,
@@ -1169,7 +1189,14 @@ impl BkClient {
                 space_id,
                 template_id,
             } => self.search_bkflow(q, *space_id, *template_id).await?,
-            SearchTarget::Nodeman { job_type } => self.search_nodeman(q, job_type).await?,
+            SearchTarget::Nodeman {
+                job_type,
+                bk_biz_id,
+                bk_host_id,
+            } => {
+                self.search_nodeman(q, job_type, bk_biz_id.as_deref(), bk_host_id.as_deref())
+                    .await?
+            }
             SearchTarget::Job {
                 scope_type,
                 scope_id,
@@ -1185,7 +1212,10 @@ impl BkClient {
                 .cmp(&a.key_matched)
                 .then(b.created_at.cmp(&a.created_at))
         });
-        Ok(out)
+        Ok(Searched {
+            candidates: out,
+            complete,
+        })
     }
 
     async fn search_gsekit(
@@ -1194,7 +1224,7 @@ impl BkClient {
         biz_id: i64,
         job_object: &Option<JobObject>,
         job_action: &Option<JobAction>,
-    ) -> Result<Vec<Candidate>, BkError> {
+    ) -> Result<(Vec<Candidate>, bool), BkError> {
         let mut out = Vec::new();
         for page in 1..=SEARCH_MAX_PAGES {
             let query = gsekit::JobListQuery {
@@ -1236,14 +1266,15 @@ impl BkClient {
                     created_at: j.start_time,
                     name: j.job_action.clone(),
                     key_matched,
+                    content_matched: Some(true),
                 });
             }
             // Newest first upstream: a page entirely older than the window ends the search.
             if n < SEARCH_PAGE as usize || (n > 0 && older == n) {
-                break;
+                return Ok((out, true));
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     async fn search_bkflow(
@@ -1251,7 +1282,7 @@ impl BkClient {
         q: &SearchQuery,
         space_id: i64,
         template_id: Option<i64>,
-    ) -> Result<Vec<Candidate>, BkError> {
+    ) -> Result<(Vec<Candidate>, bool), BkError> {
         let mut out = Vec::new();
         for page in 0..SEARCH_MAX_PAGES {
             let query = bkflow::TaskListQuery {
@@ -1284,21 +1315,25 @@ impl BkClient {
                     created_at: t.create_time,
                     name: t.name,
                     key_matched,
+                    content_matched: Some(true),
                 });
             }
             if n < SEARCH_PAGE as usize || (n > 0 && older == n) {
-                break;
+                return Ok((out, true));
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     async fn search_nodeman(
         &self,
         q: &SearchQuery,
         job_type: &Option<String>,
-    ) -> Result<Vec<Candidate>, BkError> {
+        bk_biz_id: Option<&[i64]>,
+        bk_host_id: Option<&[i64]>,
+    ) -> Result<(Vec<Candidate>, bool), BkError> {
         let mut out = Vec::new();
+        let mut complete = false;
         for page in 1..=SEARCH_MAX_PAGES {
             let query = nodeman::JobListQuery {
                 page,
@@ -1322,18 +1357,52 @@ impl BkClient {
                 {
                     continue;
                 }
+                let same_biz = match (bk_biz_id, &j.bk_biz_scope) {
+                    (Some(want), Some(have)) => Some(same_set(want, have)),
+                    _ => None,
+                };
                 out.push(Candidate {
                     job: JobRef::Nodeman { job_id: j.id },
                     created_at: j.start_time,
                     name: j.job_type.clone(),
                     key_matched: false,
+                    content_matched: if same_biz == Some(false) {
+                        Some(false)
+                    } else if bk_host_id.is_none() {
+                        Some(true)
+                    } else {
+                        None
+                    },
                 });
             }
             if n < SEARCH_PAGE as usize || (n > 0 && older == n) {
+                complete = true;
                 break;
             }
         }
-        Ok(out)
+        // The hosts are only in a job's details: read them for the jobs still in question.
+        if let Some(want) = bk_host_id {
+            let mut read = 0;
+            for c in out.iter_mut().filter(|c| c.content_matched.is_none()) {
+                let JobRef::Nodeman { job_id } = c.job else {
+                    continue;
+                };
+                if read == SEARCH_MAX_DETAILS {
+                    break;
+                }
+                read += 1;
+                let query = nodeman::DetailsQuery {
+                    page: 1,
+                    pagesize: -1,
+                    conditions: Vec::new(),
+                };
+                let details = self.nodeman().details(job_id, &query).await?;
+                let hosts: Vec<i64> = details.list.iter().filter_map(|h| h.bk_host_id).collect();
+                // No host listed yet: the job is still being prepared, and says nothing.
+                c.content_matched = (!hosts.is_empty()).then(|| same_set(want, &hosts));
+            }
+        }
+        Ok((out, complete))
     }
 
     async fn search_job(
@@ -1343,7 +1412,7 @@ impl BkClient {
         scope_id: &str,
         job_plan_id: Option<i64>,
         v2: bool,
-    ) -> Result<Vec<Candidate>, BkError> {
+    ) -> Result<(Vec<Candidate>, bool), BkError> {
         let mut out = Vec::new();
         for page in 0..SEARCH_MAX_PAGES {
             let query = job::JobInstanceListQuery {
@@ -1377,19 +1446,30 @@ impl BkClient {
                         job_instance_id: i.id,
                     },
                 };
+                let content_matched = match (job_plan_id, i.job_plan_id) {
+                    (Some(want), Some(have)) => Some(want == have),
+                    _ => None,
+                };
                 out.push(Candidate {
                     job,
                     created_at: i.create_time,
                     name: i.name,
                     key_matched: false,
+                    content_matched,
                 });
             }
             if n < SEARCH_PAGE as usize {
-                break;
+                return Ok((out, true));
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
+}
+
+/// Whether two id lists hold the same ids, in any order.
+fn same_set(a: &[i64], b: &[i64]) -> bool {
+    let set = |v: &[i64]| v.iter().copied().collect::<std::collections::BTreeSet<_>>();
+    set(a) == set(b)
 }
 
 fn job_progress<'a>(

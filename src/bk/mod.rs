@@ -55,6 +55,12 @@ pub enum System {
 }
 
 impl System {
+    /// Whether the system keeps the run key on its jobs, where a search can read it back (GSEKit
+    /// `extra_data`, BKFlow task name). NodeMan and JOB have no field for it.
+    pub fn stores_run_key(self) -> bool {
+        matches!(self, System::Gsekit | System::Bkflow)
+    }
+
     /// A stable lowercase name, fit for metric labels.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -95,6 +101,8 @@ struct Inner {
     job: Option<Resolved>,
     /// The user name, when the credentials carry one: BKFlow operations name an operator.
     username: Option<String>,
+    /// Whole-call timeout.
+    timeout: std::time::Duration,
 }
 
 /// The BlueKing client. Cheap to clone; clones share one connection pool, one rate limiter and
@@ -148,6 +156,7 @@ impl BkClient {
                 nodeman: resolve(&config.nodeman)?,
                 job: resolve(&config.job)?,
                 username,
+                timeout: config.timeout,
             }),
         })
     }
@@ -161,6 +170,11 @@ impl BkClient {
         };
         e.as_ref()
             .ok_or_else(|| BkError::Config(format!("no endpoint configured for {system}")))
+    }
+
+    /// How long one call may take before the client gives up on it.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.inner.timeout
     }
 
     /// The mode `system` is reached through, if configured.

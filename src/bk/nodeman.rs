@@ -339,6 +339,9 @@ pub struct JobListItem {
     /// Start (creation) time.
     #[serde(default, deserialize_with = "de::time")]
     pub start_time: Option<DateTime<Utc>>,
+    /// Businesses the job covers.
+    #[serde(default, deserialize_with = "de::opt_int_list")]
+    pub bk_biz_scope: Option<Vec<i64>>,
 }
 
 /// Paging and filters of the job list.

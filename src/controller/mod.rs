@@ -46,7 +46,8 @@ pub struct OperatorConfig {
     pub default_connection: Option<String>,
     /// Reconciles at once, per kind and lane (deciding, following a running job).
     pub concurrency: u16,
-    /// How long an unclear create is searched for before the run turns `Unknown`.
+    /// How long after its intent an unclear create is searched for before the search concludes
+    /// (nothing created, or `Unknown`); never less than the create call's timeout plus 5 s.
     pub resolve_grace: Duration,
     /// First poll interval of a run.
     pub poll_initial: Duration,
@@ -66,7 +67,7 @@ impl Default for OperatorConfig {
             namespaces: Vec::new(),
             default_connection: None,
             concurrency: 64,
-            resolve_grace: Duration::from_secs(60),
+            resolve_grace: Duration::from_secs(240),
             poll_initial: Duration::from_secs(2),
             poll_max: Duration::from_secs(30),
             leader_election: None,
@@ -109,6 +110,11 @@ pub struct Context {
     pub timings: Mutex<Timings>,
     /// BKFlow batch poller.
     pub bkflow_batch: BkflowBatcher,
+    /// Each kind's cache (one per watched namespace), for the job ids other objects follow.
+    stores: std::sync::Mutex<Vec<(&'static str, reflector::Store<CachedObject>)>>,
+    /// Jobs this process adopted after a search, by kind and job id: the object's uid. Closes the
+    /// window before the adopting object's status shows the job in the cache.
+    adopted: std::sync::Mutex<std::collections::HashMap<(&'static str, String), String>>,
 }
 
 impl Context {
@@ -128,7 +134,85 @@ impl Context {
             metrics,
             timings: Mutex::new(Timings::default()),
             bkflow_batch: BkflowBatcher::new(batch::BKFLOW_BATCH_WINDOW),
+            stores: std::sync::Mutex::new(Vec::new()),
+            adopted: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    fn watch_store(&self, kind: &'static str, store: reflector::Store<CachedObject>) {
+        self.metrics.watch_store(kind, store.clone());
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((kind, store));
+    }
+
+    /// The job ids that objects of `kind` other than `uid` follow or followed (current run and
+    /// history, as the cache shows them, and adoptions this process made), each with who
+    /// (`namespace/name`).
+    pub fn claimed_jobs(
+        &self,
+        kind: &'static str,
+        uid: &str,
+    ) -> std::collections::HashMap<String, String> {
+        #[derive(serde::Deserialize)]
+        struct Claim {
+            #[serde(rename = "jobId")]
+            job_id: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Status {
+            run: Option<Claim>,
+            #[serde(default)]
+            history: Vec<Claim>,
+        }
+        let mut claimed = std::collections::HashMap::new();
+        let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        for obj in stores
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .flat_map(|(_, store)| store.state())
+        {
+            if obj.metadata.uid.as_deref() == Some(uid) {
+                continue;
+            }
+            let Some(Ok(status)) = obj.status_as::<Status>() else {
+                continue;
+            };
+            let who = format!(
+                "{}/{}",
+                obj.metadata.namespace.as_deref().unwrap_or_default(),
+                obj.metadata.name.as_deref().unwrap_or_default()
+            );
+            for id in status
+                .run
+                .into_iter()
+                .chain(status.history)
+                .filter_map(|c| c.job_id)
+            {
+                claimed.insert(id, who.clone());
+            }
+        }
+        drop(stores);
+        let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        for ((k, id), owner) in adopted.iter() {
+            if *k == kind && owner != uid {
+                claimed
+                    .entry(id.clone())
+                    .or_insert_with(|| format!("object {owner}"));
+            }
+        }
+        claimed
+    }
+
+    /// Notes that `uid` adopts `job_id` after a search; `false` when another object of `kind`
+    /// did first (in this process).
+    pub fn claim_job(&self, kind: &'static str, job_id: &str, uid: &str) -> bool {
+        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = adopted
+            .entry((kind, job_id.to_owned()))
+            .or_insert_with(|| uid.to_owned());
+        owner == uid
     }
 }
 
@@ -441,7 +525,7 @@ async fn run_kind<K: JobKind + KindName>(
     };
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
-    ctx.metrics.watch_store(K::NAME, reader.clone());
+    ctx.watch_store(K::NAME, reader.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .inspect(move |event| health.watch_event(K::NAME, event.is_ok()))
@@ -693,7 +777,8 @@ pub async fn run(
     let (lost_leadership, stopped) = tokio::select! {
         l = lost => (l, None),
         _ = token.cancelled() => (false, None),
-        s = stopped => (false, s),
+        // On shutdown the controllers end too, and either branch may be the one taken.
+        s = stopped => (false, s.filter(|_| !token.is_cancelled())),
     };
     if stopped.is_some() {
         health.set_stopped();

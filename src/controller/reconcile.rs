@@ -25,6 +25,7 @@ use crate::api::common::{
 };
 use crate::bk::facade::{CancelOutcome, JobPhase, JobRef, SearchQuery};
 use crate::bk::{BkError, ErrorClass};
+use crate::run::resolve::{self, Found, Resolution};
 use crate::run::status::{apply_progress, merge_diff, progress_only, push_history, render};
 use crate::run::{Decision, JobKind, Observed, Trigger, decide, reason, run_key, spec_hash};
 
@@ -1022,37 +1023,67 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let started = Instant::now();
         let result = conn.client.search(&query).await;
         self.record_call(K::SYSTEM.as_str(), "search", started, &result.as_ref());
-        let candidates = match result {
+        let searched = match result {
             Ok(c) => c,
             Err(e) => {
                 warn!(ns = %self.ns, name = %self.name, error = %e, "search failed");
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
         };
-        // Jobs of earlier runs are not this run's; a key match beats a mere time-window match.
-        let known: Vec<String> = status
+        // Jobs of this object's earlier runs, and jobs other objects follow, are not this run's.
+        let earlier: Vec<String> = status
             .history
             .iter()
             .filter_map(|h| h.job_id.clone())
             .collect();
-        let mut candidates: Vec<_> = candidates
-            .into_iter()
-            .filter(|c| !known.contains(&c.job.id()))
+        let claimed = self.ctx.claimed_jobs(self.kind, &self.uid);
+        let found: Vec<Found> = searched
+            .candidates
+            .iter()
+            .map(|c| {
+                let id = c.job.id();
+                let claimed_by = if earlier.contains(&id) {
+                    Some("an earlier run of this object".to_owned())
+                } else {
+                    claimed.get(&id).cloned()
+                };
+                Found {
+                    id,
+                    key_matched: c.key_matched,
+                    content_matched: c.content_matched,
+                    claimed_by,
+                }
+            })
             .collect();
-        if candidates.iter().any(|c| c.key_matched) {
-            candidates.retain(|c| c.key_matched);
-        }
-        match candidates.len() {
-            1 => {
-                let job = candidates.remove(0).job;
-                self.ctx
-                    .metrics
-                    .submissions
-                    .get_or_create(&SubmissionLabels {
-                        kind: self.kind,
-                        outcome: "found",
-                    })
-                    .inc();
+        let grace = resolve::grace(self.ctx.config.resolve_grace, conn.client.timeout());
+        let searched_for = (now - intent_at).to_std().unwrap_or_default();
+        let outcome = resolve::resolution(
+            &found,
+            K::SYSTEM.stores_run_key(),
+            searched.complete,
+            searched_for,
+            grace,
+        );
+        debug!(
+            candidates = found.len(),
+            ?outcome,
+            "searched for an unclear create"
+        );
+        match outcome {
+            Resolution::Adopt(id) => {
+                let Some(job) = searched
+                    .candidates
+                    .into_iter()
+                    .map(|c| c.job)
+                    .find(|j| j.id() == id)
+                else {
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                };
+                if !self.ctx.claim_job(self.kind, &id, &self.uid) {
+                    // Another object of this process adopted it a moment ago: look again.
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                }
+                self.count_submission("found");
                 self.event(
                     EventType::Normal,
                     "Found",
@@ -1062,33 +1093,68 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 self.record_job(Record::Decided(&status), run, job, None, true, two_phase)
                     .await
             }
-            0 if (now - intent_at).to_std().unwrap_or_default() < self.ctx.config.resolve_grace => {
-                Ok(Action::requeue(
-                    Duration::from_secs(2).min(self.ctx.config.resolve_grace),
-                ))
-            }
-            0 => {
-                let message = format!(
-                    "whether run {} was submitted is unknown: the create got no clear answer and no matching job was found. \
-                     Check BlueKing, then annotate {ADOPT_ANNOTATION}=<job id> to follow the job, or \
-                     {CONFIRM_NOT_SUBMITTED_ANNOTATION}={} to submit again",
-                    run.key, run.key
-                );
-                self.unknown(&status, run, reason::UNKNOWN_SUBMISSION, message)
-                    .await
-            }
-            n => {
-                let ids: Vec<String> = candidates.iter().map(|c| c.job.id()).collect();
-                let message = format!(
-                    "{n} jobs could be run {}'s ({}); annotate {ADOPT_ANNOTATION}=<job id> to follow one, or {CONFIRM_NOT_SUBMITTED_ANNOTATION}={} if none is",
+            Resolution::Wait => Ok(Action::requeue(
+                Duration::from_secs(2).min(self.ctx.config.resolve_grace),
+            )),
+            Resolution::NotSubmitted => {
+                self.count_submission("not_found");
+                let note = format!(
+                    "no {} job carries run {}'s key {} s after its intent: nothing was created; submitting again",
+                    K::SYSTEM,
                     run.key,
-                    ids.join(", "),
-                    run.key
+                    searched_for.as_secs()
                 );
-                self.unknown(&status, run, reason::AMBIGUOUS_SUBMISSION, message)
-                    .await
+                info!(key = %run.key, "{note}");
+                self.event(EventType::Normal, reason::SUBMISSION_NOT_FOUND, &note);
+                // The run that created nothing leaves no history entry.
+                let mut base = status;
+                let (attempt, retries) = (run.attempt + 1, run.retries);
+                if let Some(r) = base.run.as_mut() {
+                    r.phase = Phase::Pending;
+                    r.reason = Some(reason::SUBMISSION_NOT_FOUND.to_owned());
+                }
+                self.submit(base, attempt, retries, None).await
+            }
+            Resolution::Unknown {
+                reason: why,
+                plausible,
+            } => {
+                let message = if plausible.is_empty() {
+                    format!(
+                        "whether run {} was submitted is unknown: the create got no clear answer and no job matching it was found. \
+                         Check BlueKing, then annotate {ADOPT_ANNOTATION}=<job id> to follow the job, or \
+                         {CONFIRM_NOT_SUBMITTED_ANNOTATION}={} to submit again",
+                        run.key, run.key
+                    )
+                } else {
+                    format!(
+                        "whether run {} was submitted is unknown: {} could be its job ({}). Check BlueKing, then annotate \
+                         {ADOPT_ANNOTATION}=<job id> to follow one, or {CONFIRM_NOT_SUBMITTED_ANNOTATION}={} if none is",
+                        run.key,
+                        if plausible.len() == 1 {
+                            "this job"
+                        } else {
+                            "these jobs"
+                        },
+                        plausible.join(", "),
+                        run.key
+                    )
+                };
+                self.event(EventType::Warning, why, &message);
+                self.unknown(&status, run, why, message).await
             }
         }
+    }
+
+    fn count_submission(&self, outcome: &'static str) {
+        self.ctx
+            .metrics
+            .submissions
+            .get_or_create(&SubmissionLabels {
+                kind: self.kind,
+                outcome,
+            })
+            .inc();
     }
 
     async fn unknown(

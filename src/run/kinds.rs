@@ -320,6 +320,14 @@ impl JobKind for AgentJob {
     fn search_target(&self, _: &Defaults) -> Result<SearchTarget, MappingError> {
         Ok(SearchTarget::Nodeman {
             job_type: Some(self.spec.job_type.as_str().to_owned()),
+            // Businesses scope a job only in select-all mode; with a host list NodeMan takes
+            // them from the hosts.
+            bk_biz_id: self
+                .spec
+                .bk_biz_id
+                .clone()
+                .filter(|_| self.spec.bk_host_id.is_none()),
+            bk_host_id: self.spec.bk_host_id.clone(),
         })
     }
 }

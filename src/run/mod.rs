@@ -4,6 +4,7 @@
 //! carries it out (Kubernetes writes, BlueKing calls) and reports with [`status`].
 
 pub mod kinds;
+pub mod resolve;
 pub mod status;
 
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub mod reason {
     pub const UNKNOWN_SUBMISSION: &str = "UnknownSubmission";
     /// Several jobs could be the one created; a person must decide.
     pub const AMBIGUOUS_SUBMISSION: &str = "AmbiguousSubmission";
+    /// An unclear create made nothing (no job carries the run key after the grace window); the
+    /// run is submitted again.
+    pub const SUBMISSION_NOT_FOUND: &str = "SubmissionNotFound";
     /// The create was not made (rate limit, quota, network before sending); it is tried again.
     pub const SUBMIT_DEFERRED: &str = "SubmitDeferred";
     /// BlueKing refused the create; nothing ran.

@@ -25,6 +25,21 @@ pub async fn install_crds() {
     .await;
 }
 
+/// Sets the call timeout of the connections [`connections_yaml`] makes in `ns` to 2 s.
+pub async fn short_create_timeout(client: &kube::Client, ns: &str) {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &api_resource("BkConnection"));
+    for name in ["blueking", "blueking-esb"] {
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"timeoutSeconds": 2}})),
+        )
+        .await
+        .expect("connection patched");
+    }
+}
+
 /// The resource of a manifest's kind.
 pub fn api_resource(kind: &str) -> ApiResource {
     bkops::demo::api_resource(kind).unwrap_or_else(|| panic!("no API resource for kind {kind}"))
@@ -134,6 +149,12 @@ impl Env {
             metrics_addr: None,
             identity: bkops::controller::default_identity(),
         }
+    }
+
+    /// Sets the namespace's connections' call timeout to 2 s. The search for an unclear create
+    /// concludes only after the create's own timeout (plus a margin), 35 s with the default.
+    pub async fn short_create_timeout(&self) {
+        short_create_timeout(&self.ns.client(), self.ns.name()).await;
     }
 
     /// Starts the in-process operator with the admin client and [`Env::operator_config`].
