@@ -232,7 +232,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.repeat == 0 {
         anyhow::bail!("--repeat needs at least 1 run");
     }
-    eprintln!("starting the control plane ...");
+    crate::errln!("starting the control plane ...");
     let cp = ControlPlane::start(ControlPlaneOptions::default()).await?;
     let admin = cp.client()?;
     install_crds(&admin).await?;
@@ -249,9 +249,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &n in &args.n {
         let mut runs = Vec::new();
         for run in 1..=args.repeat {
-            eprintln!("N = {n}, run {run} of {}: ...", args.repeat);
+            crate::errln!("N = {n}, run {run} of {}: ...", args.repeat);
             let report = run_one(&args, &cp, &admin, sim.base_url().as_str(), &control, n).await?;
-            eprintln!("{}", one_line(&report));
+            crate::errln!("{}", one_line(&report));
             runs.push(report);
             // Simulated jobs of this run would otherwise be listed (and answered) in the next.
             control.reset().await?;
@@ -259,13 +259,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         reports.extend(median_run(runs));
     }
     let text = render_report(&args, &reports);
-    println!("{text}");
+    // A closed stdout still gets the report into `--out` and the servers stopped.
+    let printed = crate::outln!("{text}");
     if let Some(path) = &args.out {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     sim.shutdown().await;
     cp.stop().await?;
-    Ok(())
+    Ok(printed?)
 }
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
@@ -447,7 +448,7 @@ async fn run_one(
         let bare_ns = format!("bench-{n}-bare-{suffix}");
         namespace(admin, &bare_ns).await?;
         let secs = bare_ceiling(admin, &bare_ns, n, args.parallelism).await?;
-        eprintln!(
+        crate::errln!(
             "  bare client: {n} objects × (create + 3 status patches) in {secs:.1} s = {:.0} jobs/s",
             n as f64 / secs
         );
@@ -578,7 +579,7 @@ async fn run_one(
         .try_collect::<Vec<()>>()
         .await?;
     let create_secs = t0.elapsed().as_secs_f64();
-    eprintln!("  created {n} objects in {create_secs:.1} s");
+    crate::errln!("  created {n} objects in {create_secs:.1} s");
 
     let timed_out =
         tokio::time::timeout(Duration::from_secs(args.timeout_seconds), done.notified())
@@ -586,7 +587,7 @@ async fn run_one(
             .is_err()
             && remaining.load(std::sync::atomic::Ordering::SeqCst) > 0;
     if timed_out {
-        eprintln!(
+        crate::errln!(
             "  timed out with {} objects not final",
             remaining.load(std::sync::atomic::Ordering::SeqCst)
         );
