@@ -70,7 +70,8 @@ pub struct DemoArgs {
     /// Give up when the runs have not all ended this many seconds after the examples are applied.
     #[arg(long, default_value_t = 180)]
     pub timeout_seconds: u64,
-    /// No colours (none either when `NO_COLOR` is set or the output is not a terminal).
+    /// No colours (none either when `NO_COLOR` is set and not empty, or the output is not a
+    /// terminal).
     #[arg(long)]
     pub no_color: bool,
     /// Folder of the control plane kept by `--keep`; default `~/.cache/bkops/demo` (or
@@ -379,7 +380,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let (jobs, skipped) = load_examples(&args.examples)?;
     let stdout_tty = std::io::stdout().is_terminal();
-    let color = stdout_tty && !args.no_color && std::env::var_os("NO_COLOR").is_none();
+    let color = !args.no_color && crate::output::color_for(&std::io::stdout());
 
     let dir = if args.keep {
         let dir = keep_dir(&args)?;

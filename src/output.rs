@@ -1,5 +1,5 @@
-//! What the commands print: stdout whose reader may go away, and stderr that never fails a
-//! command.
+//! What the commands print: stdout whose reader may go away, stderr that never fails a command,
+//! and whether to colour.
 //!
 //! `println!` panics when stdout is a pipe its reader has closed (`bkops crds | head -1`): Rust
 //! ignores SIGPIPE, so the write fails with `BrokenPipe`, and restoring the signal's default
@@ -7,7 +7,8 @@
 //! [`out!`](crate::out), which turn `BrokenPipe` into [`StdoutError::Closed`]; the command stops
 //! there, and `main` ends the process quietly (see [`is_stdout_closed`]).
 
-use std::io::Write;
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Write};
 
 /// A failed write to stdout.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,20 @@ pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
         .any(|e| matches!(e.downcast_ref::<StdoutError>(), Some(StdoutError::Closed)))
 }
 
+/// Whether to colour a stream: only a terminal, and not when `NO_COLOR` holds anything
+/// (no-color.org: set and not empty).
+pub fn should_color(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// [`should_color`] for `stream`, with this process's `NO_COLOR`.
+pub fn color_for(stream: &impl IsTerminal) -> bool {
+    should_color(
+        stream.is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
 /// Like `print!`, to stdout; evaluates to `Result<(), StdoutError>`.
 #[macro_export]
 macro_rules! out {
@@ -74,6 +89,24 @@ macro_rules! errln {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let set = |v: &'static str| Some(OsStr::new(v));
+        for (tty, no_color, want) in [
+            (true, None, true),
+            // no-color.org: an empty NO_COLOR is as good as none.
+            (true, set(""), true),
+            (true, set("1"), false),
+            (true, set("0"), false),
+            (true, set("false"), false),
+            (false, None, false),
+            (false, set(""), false),
+            (false, set("1"), false),
+        ] {
+            assert_eq!(should_color(tty, no_color), want, "{tty} {no_color:?}");
+        }
+    }
 
     #[test]
     fn only_a_closed_stdout_is_quiet() {

@@ -1,5 +1,6 @@
-//! The binary's output as a pipeline sees it: a reader that stops early (`bkops crds | head -1`)
-//! ends bkops quietly, with status 0 and nothing on stderr.
+//! The binary's output as a pipeline or a file sees it: a reader that stops early
+//! (`bkops crds | head -1`) ends bkops quietly, with status 0 and nothing on stderr, and logs that
+//! go to a file are plain text.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -96,4 +97,55 @@ fn sim_ends_quietly_when_the_reader_stops_after_one_line() {
         }
     };
     assert_quiet(child, status, "bkops sim");
+}
+
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    // A cluster that is never reached: the operator logs where it serves /metrics before it
+    // needs one.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\n\
+         users: [{name: u, user: {token: t}}]\n",
+    )
+    .expect("writing the kubeconfig");
+    let log_path = dir.path().join("operator.log");
+    let log = std::fs::File::create(&log_path).expect("creating the log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bkops"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--metrics-addr", "127.0.0.1:0", "--leader-elect", "false"])
+        .args(["--log-level", "info", "--log-format", "text"])
+        // Colour must be off because the log is a file, whatever NO_COLOR says.
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("the bkops binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("serving /metrics") && text.contains('\n') {
+            break text;
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            panic!("no log line from `bkops run` in 30 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !text.contains("\x1b["),
+        "colour codes in a log file:\n{text:?}"
+    );
+    assert!(text.contains(" INFO "), "a plain text log line: {text}");
 }
