@@ -33,13 +33,15 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    /// Installs the global tracing subscriber (logs go to stderr).
+    /// Installs the global tracing subscriber (logs go to stderr, coloured only when stderr is a
+    /// terminal and `NO_COLOR` is unset or empty: a log file or collector gets plain text).
     pub fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .or_else(|_| tracing_subscriber::EnvFilter::try_new(&self.log_level))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(crate::output::color_for(&std::io::stderr()))
             .with_writer(std::io::stderr);
         let _ = match self.log_format {
             LogFormat::Json => builder.json().try_init(),

@@ -70,7 +70,8 @@ pub struct DemoArgs {
     /// Give up when the runs have not all ended this many seconds after the examples are applied.
     #[arg(long, default_value_t = 180)]
     pub timeout_seconds: u64,
-    /// No colours (none either when `NO_COLOR` is set or the output is not a terminal).
+    /// No colours (none either when `NO_COLOR` is set and not empty, or the output is not a
+    /// terminal).
     #[arg(long)]
     pub no_color: bool,
     /// Folder of the control plane kept by `--keep`; default `~/.cache/bkops/demo` (or
@@ -338,7 +339,7 @@ async fn binaries() -> anyhow::Result<Binaries> {
     if var("KUBEBUILDER_ASSETS").is_some() || no_provision {
         return Err(missing.into());
     }
-    println!(
+    crate::outln!(
         "kube-apiserver and etcd are not installed yet: building them once into {} from Debian's \
          sources (Debian bookworm, needs root; 5-10 minutes). Set KUBEBUILDER_ASSETS to a folder \
          holding kube-apiserver and etcd to skip this.",
@@ -346,7 +347,7 @@ async fn binaries() -> anyhow::Result<Binaries> {
             .cache_bin_dir()
             .map(|d| d.display().to_string())
             .unwrap_or_else(|| "the cache folder".into())
-    );
+    )?;
     let binaries = tokio::task::spawn_blocking(move || locator.provision())
         .await
         .context("provisioning the control plane")??;
@@ -379,7 +380,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let (jobs, skipped) = load_examples(&args.examples)?;
     let stdout_tty = std::io::stdout().is_terminal();
-    let color = stdout_tty && !args.no_color && std::env::var_os("NO_COLOR").is_none();
+    let color = !args.no_color && crate::output::color_for(&std::io::stdout());
 
     let dir = if args.keep {
         let dir = keep_dir(&args)?;
@@ -395,16 +396,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     init_logging(&log)?;
 
-    println!(
+    crate::outln!(
         "bkops demo: {} job manifests from {} against the BlueKing simulator",
         jobs.len(),
         args.examples.display()
-    );
+    )?;
     let binaries = binaries().await?;
-    println!(
+    crate::outln!(
         "Starting etcd and kube-apiserver {} ...",
         crate::local::K8S_VERSION
-    );
+    )?;
     let cp = ControlPlane::start(ControlPlaneOptions {
         binaries: Some(binaries),
         dir: dir.clone(),
@@ -412,11 +413,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await
     .context("starting the local control plane")?;
-    println!(
+    crate::outln!(
         "  ready in {:.1} s at {}",
         cp.startup_duration().as_secs_f32(),
         cp.server_url()
-    );
+    )?;
     // Ctrl-C from here on stops the demo cleanly (before, it ends the process, and the control
     // plane's supervisors stop the servers).
     let stop = CancellationToken::new();
@@ -492,7 +493,7 @@ impl Demo {
         let client = self.client()?;
         let ns = self.args.namespace.clone();
         crate::local::install_crds(&client).await?;
-        println!("  CRDs installed");
+        crate::outln!("  CRDs installed")?;
         create_namespace(&client, &ns).await?;
         let base = self
             .sim
@@ -500,9 +501,9 @@ impl Demo {
             .map(|s| s.base_url().to_string())
             .unwrap_or_default();
         apply_yaml(&client, &ns, &connections_yaml(&base)).await?;
-        println!(
+        crate::outln!(
             "  BlueKing simulator at {base}; connections blueking and blueking-esb in namespace {ns}"
-        );
+        )?;
         let token = CancellationToken::new();
         let task = tokio::spawn(crate::controller::run(
             client.clone(),
@@ -510,11 +511,11 @@ impl Demo {
             token.clone(),
         ));
         self.operator = Some((token, task));
-        println!("  operator running in this process, watching namespace {ns}");
+        crate::outln!("  operator running in this process, watching namespace {ns}")?;
         for s in skipped {
-            println!("  skipped {s} (the demo makes its own connections to the simulator)");
+            crate::outln!("  skipped {s} (the demo makes its own connections to the simulator)")?;
         }
-        println!();
+        crate::outln!()?;
 
         let rows: Vec<Row> = jobs
             .iter()
@@ -552,7 +553,7 @@ impl Demo {
                 job.name,
                 job.file,
                 twist.describe()
-            ));
+            ))?;
         }
         let mut rest_applied = twists.is_empty();
         if rest_applied {
@@ -615,7 +616,7 @@ impl Demo {
                         system_label(jobs[i].system),
                         jobs[i].kind,
                         jobs[i].name
-                    ));
+                    ))?;
                 }
             }
             let open = rows.iter().filter(|r| !r.is_final()).count();
@@ -633,9 +634,9 @@ impl Demo {
                     timeout.as_secs()
                 )
             };
-            live.draw(&rows, &footer);
+            live.draw(&rows, &footer)?;
             if done {
-                println!();
+                crate::outln!()?;
                 let expected = |i: usize| {
                     twists
                         .iter()
@@ -702,7 +703,7 @@ impl Demo {
             .map(|(_, j)| j.doc.clone())
             .collect();
         apply_objects(client, &self.args.namespace, &rest).await?;
-        live.note(format!("applied the other {} job manifests", rest.len()));
+        live.note(format!("applied the other {} job manifests", rest.len()))?;
         Ok(())
     }
 
@@ -753,7 +754,7 @@ impl Demo {
                 .unwrap_or(0)
         };
         let widths = [width(0), width(1), width(2), width(3), width(4)];
-        println!("Summary: each resource's final phase, and its job in the simulator");
+        crate::outln!("Summary: each resource's final phase, and its job in the simulator")?;
         let mut problems = Vec::new();
         for (c, line) in checked.iter().zip(&lines) {
             let mut text = String::from(" ");
@@ -768,7 +769,7 @@ impl Demo {
             } else {
                 paint("31", "MISMATCH".to_owned())
             };
-            println!("{text}{verdict}");
+            crate::outln!("{text}{verdict}")?;
             if !c.matches() {
                 problems.push(format!(
                     "{} {}: phase {}, but the simulator says {}",
@@ -780,7 +781,7 @@ impl Demo {
                         .unwrap_or("not final / no such job")
                 ));
             } else if c.row.phase != Some(c.expected) {
-                println!("    note: the demo planned {} for it", c.expected.as_str());
+                crate::outln!("    note: the demo planned {} for it", c.expected.as_str())?;
             }
         }
         let calls = self
@@ -805,26 +806,33 @@ impl Demo {
                 format!("{} {creates}/{resources}", system_label(*system))
             })
             .collect();
-        println!("Create calls / resources per system: {}", counts.join(", "));
+        crate::outln!("Create calls / resources per system: {}", counts.join(", "))?;
         if problems.is_empty() {
-            println!("{}", paint("1", ALL_MATCHED.to_owned()));
+            crate::outln!("{}", paint("1", ALL_MATCHED.to_owned()))?;
             Ok(())
         } else {
             for p in &problems {
-                println!("{} {p}", paint("31", "MISMATCH".to_owned()));
+                crate::outln!("{} {p}", paint("31", "MISMATCH".to_owned()))?;
             }
             bail!("{} problem(s) found; see the summary above", problems.len())
         }
     }
 
     /// Shows how to look further (and stays up until Ctrl-C with `--keep`), then stops what runs.
-    async fn finish(mut self, result: anyhow::Result<()>, log: &Path) -> anyhow::Result<()> {
+    /// A closed stdout (`bkops demo | head`) skips the waiting: nobody reads how to look further.
+    async fn finish(mut self, mut result: anyhow::Result<()>, log: &Path) -> anyhow::Result<()> {
+        let closed = |result: &anyhow::Result<()>| {
+            result.as_ref().is_err_and(crate::output::is_stdout_closed)
+        };
         if self.args.keep
             && !self.stop.is_cancelled()
+            && !closed(&result)
             && let Some(cp) = &self.cp
         {
-            self.look_further(cp, log);
-            self.stop.cancelled().await;
+            match self.look_further(cp, log) {
+                Ok(()) => self.stop.cancelled().await,
+                Err(e) => result = result.and(Err(e.into())),
+            }
         }
         if let Some((token, task)) = self.operator.take() {
             token.cancel();
@@ -842,30 +850,41 @@ impl Demo {
             if self.args.keep {
                 let kubeconfig = cp.kubeconfig_path().to_path_buf();
                 let dir = cp.detach();
-                println!(
+                // The control plane is left running: say how to stop it, on stderr when stdout
+                // is closed.
+                let how = format!(
                     "\nThe simulator and the operator have stopped; the control plane still runs:\n  \
                      export KUBECONFIG={}\n  stop it with: {}",
                     kubeconfig.display(),
                     stop_command(&dir)
                 );
+                if let Err(e) = crate::outln!("{how}") {
+                    crate::errln!("{how}");
+                    result = result.and(Err(e.into()));
+                }
             } else if let Err(e) = cp.stop().await {
-                eprintln!("bkops demo: stopping the control plane: {e}");
+                crate::errln!("bkops demo: stopping the control plane: {e}");
             }
         }
-        match &result {
-            Ok(()) if !self.args.keep => {
-                let _ = std::fs::remove_file(log);
-                println!(
+        if result.is_err() && !closed(&result) {
+            crate::errln!("bkops demo: the operator's log is in {}", log.display());
+        } else if !self.args.keep {
+            let _ = std::fs::remove_file(log);
+            if result.is_ok() {
+                result = crate::outln!(
                     "Everything has stopped. `bkops demo --keep` leaves it running, to look with kubectl."
-                );
+                )
+                .map_err(Into::into);
             }
-            Ok(()) => {}
-            Err(_) => eprintln!("bkops demo: the operator's log is in {}", log.display()),
         }
         result
     }
 
-    fn look_further(&self, cp: &ControlPlane, log: &Path) {
+    fn look_further(
+        &self,
+        cp: &ControlPlane,
+        log: &Path,
+    ) -> Result<(), crate::output::StdoutError> {
         let ns = &self.args.namespace;
         let kubectl = cp
             .kubectl_path()
@@ -876,7 +895,7 @@ impl Demo {
             .as_ref()
             .map(|s| s.base_url().to_string())
             .unwrap_or_default();
-        println!(
+        crate::outln!(
             "\nThe demo keeps running: this process serves the simulator and runs the operator, so \
              leave it in the foreground and use another terminal:\n\
              \n  export KUBECONFIG={kubeconfig}\
@@ -891,7 +910,7 @@ impl Demo {
             kubeconfig = cp.kubeconfig_path().display(),
             log = log.display(),
             stop = stop_command(cp.dir()),
-        );
+        )
     }
 }
 

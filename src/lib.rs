@@ -4,6 +4,7 @@
 //! knows nothing of Kubernetes, and the run lifecycle ([`run`]) sits between them; [`controller`]
 //! wires it to Kubernetes. [`sim`] is the BlueKing simulator and [`local`] the local control
 //! plane used by the tests and [`demo`] (`bkops demo`); [`bench`] is the load benchmark.
+//! [`output`] is how the commands print.
 
 pub mod api;
 pub mod bench;
@@ -13,5 +14,6 @@ pub mod controller;
 pub mod crdgen;
 pub mod demo;
 pub mod local;
+pub mod output;
 pub mod run;
 pub mod sim;

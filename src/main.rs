@@ -57,8 +57,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our stdout went away (`bkops crds | head -1`): it had what it wanted.
+        // Exit 0 rather than the shells' 141 (128 + SIGPIPE), as ripgrep does: stopping early was
+        // the reader's choice, not a failure of bkops, and `set -o pipefail` scripts keep working.
+        Err(e) if bkops::output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bkops: {e:#}");
+            bkops::errln!("bkops: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -67,13 +71,13 @@ fn main() -> ExitCode {
 fn crds(kind: Option<CrdKind>, out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(dir) = out_dir {
         for path in crdgen::write_dir(&dir)? {
-            eprintln!("wrote {}", path.display());
+            bkops::errln!("wrote {}", path.display());
         }
     } else {
         let kinds = kind
             .map(|k| vec![k])
             .unwrap_or_else(|| CrdKind::ALL.to_vec());
-        print!("{}", crdgen::render(&kinds)?);
+        bkops::out!("{}", crdgen::render(&kinds)?)?;
     }
     Ok(())
 }

@@ -21,7 +21,8 @@ pub use validation::{FieldError, FieldErrors};
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// A free-form object kept exactly as given (`x-kubernetes-preserve-unknown-fields`).
+/// A free-form object kept as given (`x-kubernetes-preserve-unknown-fields`), but for the API
+/// server's JSON: a whole float (`2.0`) is stored as an integer (`2`).
 pub(crate) fn free_form_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",

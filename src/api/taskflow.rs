@@ -53,7 +53,9 @@ pub struct TaskflowSpec {
     #[schemars(range(min = 1, max = crate::api::common::MAX_BK_ID))]
     pub template_id: Option<i64>,
 
-    /// Create the task from this pipeline tree, kept exactly as given. BKFlow
+    /// Create the task from this pipeline tree, kept as given, except that Kubernetes turns a
+    /// whole float into an integer (`2.0` reaches BKFlow as `2`); where the type matters, give
+    /// the value as a string (`"2.0"`) and convert it in the flow. BKFlow
     /// `create_task_without_template` `pipeline_tree`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::free_form_object")]
@@ -81,7 +83,9 @@ pub struct TaskflowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope_value: Option<String>,
 
-    /// Task parameters, keyed like `${key}`. BKFlow `constants`.
+    /// Task parameters, keyed like `${key}`. BKFlow `constants`. Kubernetes turns a whole float
+    /// into an integer (`2.0` reaches BKFlow as `2`); where the type matters, give the value as
+    /// a string (`"2.0"`) and convert it in the flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::free_form_object")]
     pub constants: Option<serde_json::Value>,

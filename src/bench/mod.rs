@@ -10,6 +10,7 @@
 //! measured on the same API server: a bare client making the same writes (create, then the
 //! intent, job-id and end status patches) for N objects.
 
+mod num;
 pub mod probe;
 pub mod status;
 pub mod targets;
@@ -38,6 +39,7 @@ use crate::controller::metrics::WAIT_CLASSES;
 use crate::crdgen::CrdKind;
 use crate::local::{ControlPlane, ControlPlaneOptions};
 use crate::sim::{CallCounts, SimConfig, SimControl, System};
+pub use num::Num;
 use probe::{Sample, process_usage, quantile, samples};
 use workload::{KINDS, resource};
 
@@ -232,7 +234,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.repeat == 0 {
         anyhow::bail!("--repeat needs at least 1 run");
     }
-    eprintln!("starting the control plane ...");
+    crate::errln!("starting the control plane ...");
     let cp = ControlPlane::start(ControlPlaneOptions::default()).await?;
     let admin = cp.client()?;
     install_crds(&admin).await?;
@@ -249,9 +251,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &n in &args.n {
         let mut runs = Vec::new();
         for run in 1..=args.repeat {
-            eprintln!("N = {n}, run {run} of {}: ...", args.repeat);
+            crate::errln!("N = {n}, run {run} of {}: ...", args.repeat);
             let report = run_one(&args, &cp, &admin, sim.base_url().as_str(), &control, n).await?;
-            eprintln!("{}", one_line(&report));
+            crate::errln!("{}", one_line(&report));
             runs.push(report);
             // Simulated jobs of this run would otherwise be listed (and answered) in the next.
             control.reset().await?;
@@ -259,13 +261,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         reports.extend(median_run(runs));
     }
     let text = render_report(&args, &reports);
-    println!("{text}");
+    // A closed stdout still gets the report into `--out` and the servers stopped.
+    let printed = crate::outln!("{text}");
     if let Some(path) = &args.out {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     sim.shutdown().await;
     cp.stop().await?;
-    Ok(())
+    Ok(printed?)
 }
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
@@ -447,9 +450,10 @@ async fn run_one(
         let bare_ns = format!("bench-{n}-bare-{suffix}");
         namespace(admin, &bare_ns).await?;
         let secs = bare_ceiling(admin, &bare_ns, n, args.parallelism).await?;
-        eprintln!(
-            "  bare client: {n} objects × (create + 3 status patches) in {secs:.1} s = {:.0} jobs/s",
-            n as f64 / secs
+        crate::errln!(
+            "  bare client: {n} objects × (create + 3 status patches) in {:.1} s = {:.0} jobs/s",
+            Num(secs),
+            Num(n as f64 / secs)
         );
         Some(n as f64 / secs)
     };
@@ -578,7 +582,7 @@ async fn run_one(
         .try_collect::<Vec<()>>()
         .await?;
     let create_secs = t0.elapsed().as_secs_f64();
-    eprintln!("  created {n} objects in {create_secs:.1} s");
+    crate::errln!("  created {n} objects in {:.1} s", Num(create_secs));
 
     let timed_out =
         tokio::time::timeout(Duration::from_secs(args.timeout_seconds), done.notified())
@@ -586,7 +590,7 @@ async fn run_one(
             .is_err()
             && remaining.load(std::sync::atomic::Ordering::SeqCst) > 0;
     if timed_out {
-        eprintln!(
+        crate::errln!(
             "  timed out with {} objects not final",
             remaining.load(std::sync::atomic::Ordering::SeqCst)
         );
@@ -789,7 +793,7 @@ fn p50_p99(times: &mut [f64]) -> (f64, f64) {
 
 /// A p50 / p99 pair as the report prints it.
 fn pair(p50: f64, p99: f64) -> String {
-    format!("{p50:.2} / {p99:.2}")
+    format!("{:.2} / {:.2}", Num(p50), Num(p99))
 }
 
 /// The ceiling: a bare client creates `n` objects and makes the operator's three status
@@ -828,7 +832,7 @@ async fn bare_ceiling(
 
 /// A histogram's p99 bucket and mean as a report cell, `–` when nothing was observed.
 fn wait_cell(wait: Option<&(probe::Bucket, f64)>) -> String {
-    wait.map(|(p99, mean)| format!("{p99} / {mean:.3}"))
+    wait.map(|(p99, mean)| format!("{p99} / {:.3}", Num(*mean)))
         .unwrap_or_else(|| "–".into())
 }
 
@@ -849,7 +853,7 @@ fn p99_of_each_run(r: &RunReport) -> String {
     let each: Vec<String> = r
         .created_p99_of_runs
         .iter()
-        .map(|p| format!("{p:.2}"))
+        .map(|p| format!("{:.2}", Num(*p)))
         .collect();
     each.join(", ")
 }
@@ -861,21 +865,21 @@ fn one_line(r: &RunReport) -> String {
         r.finished,
         r.n,
         r.succeeded,
-        r.created_p50,
-        r.created_p99,
-        r.submit_p50,
-        r.submit_p99,
-        r.submit_parts[0].1,
-        r.submit_parts[1].1,
-        r.submit_parts[2].1,
-        r.finish_p50,
-        r.finish_p99,
-        r.drain,
-        r.status_writes_per_job,
-        r.creates_per_run,
-        r.peak_calls_per_sec,
-        r.rss_mib,
-        r.cpu_secs
+        Num(r.created_p50),
+        Num(r.created_p99),
+        Num(r.submit_p50),
+        Num(r.submit_p99),
+        Num(r.submit_parts[0].1),
+        Num(r.submit_parts[1].1),
+        Num(r.submit_parts[2].1),
+        Num(r.finish_p50),
+        Num(r.finish_p99),
+        Num(r.drain),
+        Num(r.status_writes_per_job),
+        Num(r.creates_per_run),
+        Num(r.peak_calls_per_sec),
+        Num(r.rss_mib),
+        Num(r.cpu_secs)
     )
 }
 
@@ -884,14 +888,14 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     let _ = writeln!(
         s,
         "Job duration {} s; {} creates in flight; rate limit qps {} burst {} in-flight {}; operator concurrency {} per kind and lane; polls {}–{} s; {}.\n",
-        args.job_seconds,
+        Num(args.job_seconds),
         args.parallelism,
         args.qps,
         args.burst,
         args.max_in_flight,
         args.concurrency,
-        args.poll_initial_seconds,
-        args.poll_max_seconds,
+        Num(args.poll_initial_seconds),
+        Num(args.poll_max_seconds),
         if args.repeat > 1 {
             format!(
                 "{} runs of each N, each column the run with the median p99 object created → BlueKing create",
@@ -925,7 +929,7 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         }
         for k in keys {
             row(s, &name(&k), &|r| {
-                format!("{:.2}", map(r).get(&k).copied().unwrap_or(0.0))
+                format!("{:.2}", Num(map(r).get(&k).copied().unwrap_or(0.0)))
             });
         }
     };
@@ -933,7 +937,7 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         format!("{} ({})", r.finished, r.succeeded)
     });
     row(&mut s, "bench creates took (s)", &|r| {
-        format!("{:.1}", r.create_secs)
+        format!("{:.1}", Num(r.create_secs))
     });
     row(
         &mut s,
@@ -969,25 +973,25 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         pair(r.finish_p50, r.finish_p99)
     });
     row(&mut s, "drain: first create → last final (s)", &|r| {
-        format!("{:.1}", r.drain)
+        format!("{:.1}", Num(r.drain))
     });
     row(
         &mut s,
         "operator throughput (jobs/s, net of job time)",
-        &|r| format!("{:.0}", r.throughput),
+        &|r| format!("{:.0}", Num(r.throughput)),
     );
     row(&mut s, "bare-client ceiling (jobs/s)", &|r| {
         r.ceiling
-            .map(|c| format!("{c:.0}"))
+            .map(|c| format!("{:.0}", Num(c)))
             .unwrap_or_else(|| "–".into())
     });
     row(&mut s, "throughput / ceiling", &|r| {
         r.ceiling
-            .map(|c| format!("{:.0} %", 100.0 * r.throughput / c))
+            .map(|c| format!("{:.0} %", Num(100.0 * r.throughput / c)))
             .unwrap_or_else(|| "–".into())
     });
     row(&mut s, "status PATCHes per job", &|r| {
-        format!("{:.2}", r.status_writes_per_job)
+        format!("{:.2}", Num(r.status_writes_per_job))
     });
     per_job_rows(
         &mut s,
@@ -1013,7 +1017,9 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
                 r.by_kind.get(kind).map_or("–".into(), |k| {
                     format!(
                         "{:.2} / {:.2} / {:.2}",
-                        k.watch_delay_p99, k.cache_waits, k.polls
+                        Num(k.watch_delay_p99),
+                        Num(k.cache_waits),
+                        Num(k.polls)
                     )
                 })
             },
@@ -1040,30 +1046,34 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         format!("BK {k} per job")
     });
     row(&mut s, "BK creates per run", &|r| {
-        format!("{:.2}", r.creates_per_run)
+        format!("{:.2}", Num(r.creates_per_run))
     });
     row(&mut s, "BK calls/s: peak 1-s window / mean", &|r| {
-        format!("{:.0} / {:.0}", r.peak_calls_per_sec, r.mean_calls_per_sec)
+        format!(
+            "{:.0} / {:.0}",
+            Num(r.peak_calls_per_sec),
+            Num(r.mean_calls_per_sec)
+        )
     });
     row(&mut s, "BKFlow task polls per batch call", &|r| {
-        format!("{:.1}", r.bkflow_tasks_per_batch)
+        format!("{:.1}", Num(r.bkflow_tasks_per_batch))
     });
     row(&mut s, "BKFlow batch calls/s (2 spaces)", &|r| {
-        format!("{:.1}", r.bkflow_batch_calls_per_sec)
+        format!("{:.1}", Num(r.bkflow_batch_calls_per_sec))
     });
     row(&mut s, "operator peak RSS (MiB)", &|r| {
-        format!("{:.1}", r.rss_mib)
+        format!("{:.1}", Num(r.rss_mib))
     });
     row(&mut s, "operator CPU (s)", &|r| {
-        format!("{:.1}", r.cpu_secs)
+        format!("{:.1}", Num(r.cpu_secs))
     });
     row(&mut s, "kube-apiserver + etcd CPU (s)", &|r| {
-        format!("{:.1}", r.control_plane_cpu_secs)
+        format!("{:.1}", Num(r.control_plane_cpu_secs))
     });
     row(
         &mut s,
         "bench process CPU: simulator, creates, watches (s)",
-        &|r| format!("{:.1}", r.bench_cpu_secs),
+        &|r| format!("{:.1}", Num(r.bench_cpu_secs)),
     );
     let _ = write!(s, "\nTargets:\n\n{}", targets::render(args, reports));
     s
@@ -1071,6 +1081,8 @@ fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn run(created_p99: f64, drain: f64) -> RunReport {
@@ -1099,5 +1111,55 @@ mod tests {
         assert_eq!(chosen.unwrap().created_p99, 2.0);
         assert_eq!(median_run(vec![run(7.0, 0.0)]).unwrap().created_p99, 7.0);
         assert!(median_run(Vec::new()).is_none());
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn the_report_never_shows_a_negative_zero() {
+        // Differences of two readings that came out a hair below zero.
+        let tiny = -0.0004;
+        let report = RunReport {
+            n: 10,
+            created_p50: -0.0,
+            created_p99: tiny,
+            created_p99_of_runs: vec![tiny, -0.0],
+            submit_parts: [(tiny, tiny); 3],
+            watch_delay: (tiny, -0.0),
+            by_kind: KINDS
+                .iter()
+                .map(|k| {
+                    (
+                        *k,
+                        KindFigures {
+                            watch_delay_p99: tiny,
+                            cache_waits: -0.0,
+                            polls: tiny,
+                        },
+                    )
+                })
+                .collect(),
+            drain: tiny,
+            create_secs: tiny,
+            throughput: -0.4,
+            ceiling: Some(1.0),
+            kube_per_job: [("POST x".to_owned(), tiny)].into_iter().collect(),
+            status_writes_by_reason: [("progress".to_owned(), tiny)].into_iter().collect(),
+            slot_wait: [("decide", (probe::Bucket::AtMost(-0.0), tiny))]
+                .into_iter()
+                .collect(),
+            cpu_secs: tiny,
+            control_plane_cpu_secs: -0.0,
+            bench_cpu_secs: tiny,
+            ..RunReport::default()
+        };
+        let args = Cli::parse_from(["bench", "--repeat", "2"]).bench;
+        let text = render_report(&args, std::slice::from_ref(&report)) + &one_line(&report);
+        assert!(!text.contains("-0"), "{text}");
+        assert!(text.contains("| 0.00 / 0.00 |"), "{text}");
     }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::Num;
+
 /// One sample of a Prometheus text exposition: name, labels, value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -42,8 +44,8 @@ pub enum Bucket {
 impl std::fmt::Display for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Bucket::AtMost(le) => write!(f, "{le:.3}"),
-            Bucket::Above(le) => write!(f, "> {le:.3}"),
+            Bucket::AtMost(le) => write!(f, "{:.3}", Num(*le)),
+            Bucket::Above(le) => write!(f, "> {:.3}", Num(*le)),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::workload::BKFLOW_SPACES;
-use super::{BenchArgs, RAISED_LIMIT, RunReport, p99_of_each_run};
+use super::{BenchArgs, Num, RAISED_LIMIT, RunReport, p99_of_each_run};
 use crate::controller::batch::BKFLOW_BATCH_WINDOW;
 
 /// Status writes per run allowed in steady state: the intent, the job id, the end.
@@ -75,7 +75,8 @@ fn limit_in_the_way(args: &BenchArgs, r: &RunReport) -> Option<String> {
     (r.peak_calls_per_sec >= f64::from(args.qps)).then(|| {
         format!(
             "the busiest second's {:.0} BlueKing calls reached the connection's qps {}",
-            r.peak_calls_per_sec, args.qps
+            Num(r.peak_calls_per_sec),
+            args.qps
         )
     })
 }
@@ -87,7 +88,7 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
     let steady = |r: &RunReport| writes(r, "intent") + writes(r, "change");
     out.push(Verdict {
         target: "status writes per run, steady state (intent + job id + end)".into(),
-        measured: per_n(reports, |r| format!("{:.2}", steady(r))),
+        measured: per_n(reports, |r| format!("{:.2}", Num(steady(r)))),
         bound: format!("≤ {MAX_STATUS_WRITES}"),
         met: all(reports, |r| steady(r) <= MAX_STATUS_WRITES + 0.005),
     });
@@ -95,15 +96,15 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
     out.push(Verdict {
         target: format!(
             "… plus progress writes, at most one per {PROGRESS_INTERVAL_SECS} s of a {} s job",
-            args.job_seconds
+            Num(args.job_seconds)
         ),
-        measured: per_n(reports, |r| format!("{:.2}", writes(r, "progress"))),
-        bound: format!("≤ {progress_bound:.1}"),
+        measured: per_n(reports, |r| format!("{:.2}", Num(writes(r, "progress")))),
+        bound: format!("≤ {:.1}", Num(progress_bound)),
         met: all(reports, |r| writes(r, "progress") <= progress_bound + 0.005),
     });
     out.push(Verdict {
         target: "BlueKing creates per run".into(),
-        measured: per_n(reports, |r| format!("{:.2}", r.creates_per_run)),
+        measured: per_n(reports, |r| format!("{:.2}", Num(r.creates_per_run))),
         bound: format!("≤ {MAX_CREATES}"),
         met: all(reports, |r| r.creates_per_run <= MAX_CREATES + 0.005),
     });
@@ -111,8 +112,8 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
     let call_bound = f64::from(args.qps) + f64::from(args.burst);
     out.push(Verdict {
         target: "BlueKing calls in any 1-s window, within the connection's rate limit".into(),
-        measured: per_n(reports, |r| format!("{:.0}", r.peak_calls_per_sec)),
-        bound: format!("≤ qps + burst = {call_bound:.0}"),
+        measured: per_n(reports, |r| format!("{:.0}", Num(r.peak_calls_per_sec))),
+        bound: format!("≤ qps + burst = {:.0}", Num(call_bound)),
         met: all(reports, |r| r.peak_calls_per_sec <= call_bound),
     });
     let batch_bound = BKFLOW_SPACES.len() as f64 / BKFLOW_BATCH_WINDOW.as_secs_f64();
@@ -124,11 +125,13 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
         measured: per_n(reports, |r| {
             format!(
                 "{:.1} [{:.1}]",
-                r.bkflow_batch_calls_per_sec, r.bkflow_tasks_per_batch
+                Num(r.bkflow_batch_calls_per_sec),
+                Num(r.bkflow_tasks_per_batch)
             )
         }),
         bound: format!(
-            "≤ spaces / batch window = {batch_bound:.0}/s at every N"
+            "≤ spaces / batch window = {:.0}/s at every N",
+            Num(batch_bound)
         ),
         met: all(reports, |r| r.bkflow_batch_calls_per_sec <= batch_bound),
     });
@@ -143,7 +146,9 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
             .map(|r| {
                 let mut measured = format!(
                     "{:.2} s (p50 {:.2} s); from the create's sending {:.2} s",
-                    r.created_p99, r.created_p50, r.submit_p99
+                    Num(r.created_p99),
+                    Num(r.created_p50),
+                    Num(r.submit_p99)
                 );
                 if r.created_p99_of_runs.len() > 1 {
                     let _ = write!(
@@ -178,16 +183,16 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
         measured: if with_ceiling.is_empty() {
             "not run (--skip-ceiling)".into()
         } else {
-            per_n(&with_ceiling, |r| format!("{:.0} %", 100.0 * share(r)))
+            per_n(&with_ceiling, |r| format!("{:.0} %", Num(100.0 * share(r))))
         },
-        bound: format!("≥ {:.0} %", 100.0 * MIN_THROUGHPUT_SHARE),
+        bound: format!("≥ {:.0} %", Num(100.0 * MIN_THROUGHPUT_SHARE)),
         met: all(&with_ceiling, |r| share(r) >= MIN_THROUGHPUT_SHARE),
     });
     let (rss_n, rss_bound) = RSS_TARGET;
     out.push(Verdict {
         target: format!("operator peak RSS at N = {rss_n}"),
         measured: at(rss_n)
-            .map(|r| format!("{:.1} MiB", r.rss_mib))
+            .map(|r| format!("{:.1} MiB", Num(r.rss_mib)))
             .unwrap_or_else(|| "not run".into()),
         bound: format!("< {rss_bound} MiB"),
         met: at(rss_n).map(|r| r.rss_mib < rss_bound),

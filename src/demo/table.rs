@@ -1,10 +1,11 @@
 //! The live table of job resources: rows from their status, laid out in columns, redrawn in place
 //! on a terminal and printed as changed lines otherwise.
 
-use std::io::Write;
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::api::{JobStatus, Phase};
+use crate::output::StdoutError;
 
 /// One job resource as the table shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -217,18 +218,19 @@ impl Live {
     }
 
     /// Something the demo did or saw, shown under the table (terminal) or printed now.
-    pub fn note(&mut self, text: impl Into<String>) {
+    pub fn note(&mut self, text: impl Into<String>) -> Result<(), StdoutError> {
         let text = format!("{} {}", self.stamp(), text.into());
         if self.tty {
             self.notes.push(text);
+            Ok(())
         } else {
-            println!("{text}");
+            crate::outln!("{text}")
         }
     }
 
     /// Shows the rows; `footer` is a status line shown on a terminal only.
-    pub fn draw(&mut self, rows: &[Row], footer: &str) {
-        let mut out = std::io::stdout().lock();
+    pub fn draw(&mut self, rows: &[Row], footer: &str) -> Result<(), StdoutError> {
+        let mut text = String::new();
         if self.tty {
             let mut lines = vec![self.layout.header()];
             lines.extend(rows.iter().map(|r| self.layout.line(r)));
@@ -236,20 +238,18 @@ impl Live {
             let skip = self.notes.len().saturating_sub(NOTES_SHOWN);
             lines.extend(self.notes[skip..].iter().map(|n| self.layout.fit(n)));
             lines.push(self.layout.fit(footer));
-            let mut text = String::new();
             if self.drawn > 0 {
                 // Back to the first line drawn last time, then clear everything below.
-                text.push_str(&format!("\x1b[{}F\x1b[J", self.drawn));
+                let _ = write!(text, "\x1b[{}F\x1b[J", self.drawn);
             }
             for line in &lines {
                 text.push_str(line);
                 text.push('\n');
             }
             self.drawn = lines.len();
-            let _ = out.write_all(text.as_bytes());
         } else {
             if !self.header_printed {
-                let _ = writeln!(out, "{:9}{}", "", self.layout.header());
+                let _ = writeln!(text, "{:9}{}", "", self.layout.header());
                 self.header_printed = true;
             }
             self.last.resize(rows.len(), String::new());
@@ -257,12 +257,12 @@ impl Live {
             for (row, last) in rows.iter().zip(self.last.iter_mut()) {
                 let line = self.layout.line(row);
                 if *last != line {
-                    let _ = writeln!(out, "{stamp} {line}");
+                    let _ = writeln!(text, "{stamp} {line}");
                     *last = line;
                 }
             }
         }
-        let _ = out.flush();
+        crate::out!("{text}")
     }
 }
 

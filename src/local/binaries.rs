@@ -202,7 +202,7 @@ impl Locator {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                eprintln!(
+                crate::errln!(
                     "bkops: another process is provisioning the control plane; waiting for {}",
                     lock_path.display()
                 );
@@ -220,7 +220,7 @@ impl Locator {
         if let Ok(binaries) = self.locate() {
             return Ok(binaries);
         }
-        eprintln!(
+        crate::errln!(
             "bkops: provisioning kube-apiserver {K8S_VERSION} and etcd into {} (takes 10-20 minutes)",
             cache.display()
         );

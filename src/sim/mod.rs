@@ -320,51 +320,69 @@ impl SimArgs {
     }
 }
 
-/// Serves the simulator until Ctrl-C or SIGTERM, after printing the URLs and credentials to use.
+/// Serves the simulator until Ctrl-C or SIGTERM, after printing the URLs and credentials to use;
+/// stops early when stdout is closed (`bkops sim | head -1`).
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     let handle = start(config, args.listen).await?;
-    println!("BlueKing simulator listening on {}", handle.base_url());
+    let stop = shutdown_signal();
+    let mut printed = announce(&args, &handle);
+    if printed.is_ok() {
+        stop.await;
+        printed = crate::outln!("shutting down");
+    }
+    handle.shutdown().await;
+    Ok(printed?)
+}
+
+/// Prints where the simulator listens and how to authenticate.
+fn announce(args: &SimArgs, handle: &SimHandle) -> Result<(), crate::output::StdoutError> {
+    crate::outln!("BlueKing simulator listening on {}", handle.base_url())?;
     for system in System::ALL {
-        println!(
+        crate::outln!(
             "  {:<8} gateway  {}",
             system.as_str(),
             handle.gateway_url(system.gateway_name())
-        );
+        )?;
     }
-    println!("  ESB (gsekit, nodeman, job, jobv3)  {}", handle.esb_url());
-    println!("  control API  {}_sim/", handle.base_url());
-    println!(
+    crate::outln!("  ESB (gsekit, nodeman, job, jobv3)  {}", handle.esb_url())?;
+    crate::outln!("  control API  {}_sim/", handle.base_url())?;
+    crate::outln!(
         "  credentials  bk_app_code={} bk_app_secret={} and any bk_username (or bk_token/access_token, taken as {})",
-        args.app_code, args.app_secret, args.token_user
-    );
+        args.app_code,
+        args.app_secret,
+        args.token_user
+    )?;
     if args.require_tenant {
-        println!("  JOB requires the X-Bk-Tenant-Id header");
+        crate::outln!("  JOB requires the X-Bk-Tenant-Id header")?;
     }
-    shutdown_signal().await;
-    println!("shutting down");
-    handle.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Waits for Ctrl-C or SIGTERM. SIGTERM is caught from this call on, not from the first poll:
+/// a supervisor that stops the simulator right after its first line must not kill it instead.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
 
