@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// upstream), or a create the gateway still carries out could land after the search.
     #[arg(long, env = "BKOPS_RESOLVE_GRACE_SECONDS", default_value_t = 240.0)]
     pub resolve_grace_seconds: f64,
+    /// Seconds a run's creates may go unmade (BlueKing unreachable, rate limited, over quota)
+    /// before the run is reported Stalled (reason ConnectionUnreachable or SubmitBlocked);
+    /// they are still tried every 10 s.
+    #[arg(long, env = "BKOPS_SUBMIT_STALL_SECONDS", default_value_t = 300.0)]
+    pub submit_stall_seconds: f64,
     /// First poll interval of a run, in seconds; intervals grow with the run's age.
     #[arg(long, env = "BKOPS_POLL_INITIAL_SECONDS", default_value_t = 2.0)]
     pub poll_initial_seconds: f64,
@@ -140,6 +145,7 @@ impl RunArgs {
             default_connection: self.default_connection.clone().filter(|c| !c.is_empty()),
             concurrency: self.concurrency,
             resolve_grace: seconds("resolve-grace-seconds", self.resolve_grace_seconds)?,
+            submit_stall: seconds("submit-stall-seconds", self.submit_stall_seconds)?,
             poll_initial,
             poll_max,
             leader_election,

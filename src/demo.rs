@@ -360,6 +360,7 @@ fn operator_config(namespace: &str) -> OperatorConfig {
         namespaces: vec![namespace.to_owned()],
         default_connection: Some("blueking".to_owned()),
         concurrency: 8,
+        submit_stall: Duration::from_secs(300),
         resolve_grace: Duration::from_secs(10),
         poll_initial: Duration::from_millis(500),
         poll_max: Duration::from_secs(2),

@@ -294,6 +294,10 @@ pub struct RunStatus {
     /// When the intent to submit was recorded (before the create call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent_at: Option<DateTime<Utc>>,
+    /// When this run's first create that could not be made (BlueKing unreachable, rate limited,
+    /// over quota) was tried; it is tried again every 10 s, and reported `Stalled` after a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_since: Option<DateTime<Utc>>,
     /// The BlueKing job id (GSEKit job id, BKFlow task id, NodeMan job id, JOB job instance id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,

@@ -171,11 +171,32 @@ impl Connections {
             .map(|e| e.resolved.clone())
     }
 
-    /// The connection a job in `ns` refers to.
+    /// The connection a job in `ns` refers to, as read at most [`TTL`] ago: for following jobs.
     pub async fn resolve(
         &self,
         ns: &str,
         reference: Option<&crate::api::common::ConnectionRef>,
+    ) -> Result<Resolved, ConnectionError> {
+        self.lookup(ns, reference, false).await
+    }
+
+    /// The connection a job in `ns` refers to, with the `BkConnection` and its Secret read now:
+    /// for a create. Deleting a connection or changing its Secret is how a person stops or
+    /// re-keys every submission at once, so it must count from the next create on, not once a
+    /// cached copy expires. The client (and its rate limiter) is kept when neither changed.
+    pub async fn resolve_fresh(
+        &self,
+        ns: &str,
+        reference: Option<&crate::api::common::ConnectionRef>,
+    ) -> Result<Resolved, ConnectionError> {
+        self.lookup(ns, reference, true).await
+    }
+
+    async fn lookup(
+        &self,
+        ns: &str,
+        reference: Option<&crate::api::common::ConnectionRef>,
+        fresh: bool,
     ) -> Result<Resolved, ConnectionError> {
         if let Some(r) = reference
             && let Some(other) = r.namespace.as_deref().filter(|o| *o != ns)
@@ -192,8 +213,8 @@ impl Connections {
             .or_else(|| self.default_name.clone())
             .ok_or(ConnectionError::NoConnection)?;
         let key = (ns.to_owned(), name.clone());
-        if let Some(fresh) = self.cached(&key, true) {
-            return Ok(fresh);
+        if !fresh && let Some(cached) = self.cached(&key, true) {
+            return Ok(cached);
         }
         let gate = self
             .reads
@@ -207,15 +228,15 @@ impl Connections {
             Err(_) => {
                 // Another reconcile is reading it: use the entry it replaces, or wait for its
                 // read when there is none yet.
-                if let Some(stale) = self.cached(&key, false) {
+                if !fresh && let Some(stale) = self.cached(&key, false) {
                     return Ok(stale);
                 }
                 gate.lock_owned().await
             }
         };
         // A read that ended while this one waited for the gate.
-        if let Some(fresh) = self.cached(&key, true) {
-            return Ok(fresh);
+        if !fresh && let Some(cached) = self.cached(&key, true) {
+            return Ok(cached);
         }
         let api_err = |source| ConnectionError::Api {
             connection: name.clone(),
@@ -255,6 +276,7 @@ impl Connections {
         {
             Some(s) => s,
             None => {
+                self.entries().remove(&key);
                 return Err(ConnectionError::SecretNotFound {
                     connection: name,
                     secret: secret_ref.name.clone(),

@@ -46,6 +46,9 @@ pub struct OperatorConfig {
     pub default_connection: Option<String>,
     /// Reconciles at once, per kind and lane (deciding, following a running job).
     pub concurrency: u16,
+    /// How long creates of a run may go unmade (BlueKing unreachable, rate limited, over quota)
+    /// before the run is reported `Stalled`; they are still tried.
+    pub submit_stall: Duration,
     /// How long after its intent an unclear create is searched for before the search concludes
     /// (nothing created, or `Unknown`); never less than the create call's timeout plus 5 s.
     pub resolve_grace: Duration,
@@ -68,6 +71,7 @@ impl Default for OperatorConfig {
             default_connection: None,
             concurrency: 64,
             resolve_grace: Duration::from_secs(240),
+            submit_stall: Duration::from_secs(300),
             poll_initial: Duration::from_secs(2),
             poll_max: Duration::from_secs(30),
             leader_election: None,

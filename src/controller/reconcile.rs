@@ -643,7 +643,18 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         adopt: Option<String>,
     ) -> Result<Action, Error> {
         let key = run_key(&self.uid, self.generation, attempt);
-        let conn = match self.connection().await {
+        // A create reads its connection now: a deleted connection or a changed Secret counts
+        // from the next create on.
+        let looked_up = match adopt {
+            None => {
+                self.ctx
+                    .connections
+                    .resolve_fresh(&self.ns, self.obj.common().connection_ref.as_ref())
+                    .await
+            }
+            Some(_) => self.connection().await,
+        };
+        let conn = match looked_up {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
         };
@@ -716,6 +727,12 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             retries,
             phase: Phase::Submitting,
             intent_at: Some(now),
+            // A create tried again after it could not be made keeps the time of the first try.
+            deferred_since: status
+                .run
+                .as_ref()
+                .filter(|r| r.key == key && r.phase == Phase::Pending)
+                .and_then(|r| r.deferred_since),
             ..Default::default()
         };
         let intent = render(
@@ -805,10 +822,33 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     }
                     ErrorClass::Transient => {
                         run.phase = Phase::Pending;
+                        let since = *run.deferred_since.get_or_insert(now);
+                        let unreachable = matches!(e, BkError::Transport { .. });
+                        let why = crate::run::deferral(
+                            unreachable,
+                            since,
+                            now,
+                            self.ctx.config.submit_stall,
+                        );
+                        let message = if why == reason::SUBMIT_DEFERRED {
+                            format!("run {key} not submitted yet (nothing was created): {e}")
+                        } else {
+                            format!(
+                                "run {key} not submitted for {} s through BkConnection {}{}: {e}; nothing was created, still trying every {} s",
+                                (now - since).num_seconds(),
+                                conn.id,
+                                if unreachable {
+                                    " (BlueKing does not answer)"
+                                } else {
+                                    ""
+                                },
+                                crate::run::SUBMIT_DEFER.as_secs()
+                            )
+                        };
                         (
                             Phase::Pending,
-                            reason::SUBMIT_DEFERRED,
-                            format!("run {key} not submitted yet (nothing was created): {e}"),
+                            why,
+                            message,
                             Action::requeue(crate::run::SUBMIT_DEFER),
                         )
                     }

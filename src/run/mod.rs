@@ -38,6 +38,17 @@ pub mod reason {
     pub const SUBMISSION_NOT_FOUND: &str = "SubmissionNotFound";
     /// The create was not made (rate limit, quota, network before sending); it is tried again.
     pub const SUBMIT_DEFERRED: &str = "SubmitDeferred";
+    /// Creates have not reached BlueKing for a while (no answer: closed port, unknown host,
+    /// unreachable network); still tried again. `Stalled` until they do.
+    pub const CONNECTION_UNREACHABLE: &str = "ConnectionUnreachable";
+    /// Creates have been refused for a while as not made (rate limit, quota, gateway errors
+    /// before sending); still tried again. `Stalled` until one is made.
+    pub const SUBMIT_BLOCKED: &str = "SubmitBlocked";
+
+    /// Reasons of a run whose create was not made and is tried again.
+    pub fn is_deferral(reason: &str) -> bool {
+        [SUBMIT_DEFERRED, CONNECTION_UNREACHABLE, SUBMIT_BLOCKED].contains(&reason)
+    }
     /// BlueKing refused the create; nothing ran.
     pub const SUBMISSION_REJECTED: &str = "SubmissionRejected";
     /// BlueKing runs the job.
@@ -54,6 +65,22 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// A failed job waits for its retry.
     pub const RETRY_BACKOFF: &str = "RetryBackoff";
+}
+
+/// The reason and whether the run is stalled, for a create not made (`unreachable`: no answer
+/// at all) whose run has been deferred since `since`, at `now`.
+pub fn deferral(
+    unreachable: bool,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    stall_after: Duration,
+) -> &'static str {
+    let deferred_for = (now - since).to_std().unwrap_or_default();
+    match (deferred_for >= stall_after, unreachable) {
+        (false, _) => reason::SUBMIT_DEFERRED,
+        (true, true) => reason::CONNECTION_UNREACHABLE,
+        (true, false) => reason::SUBMIT_BLOCKED,
+    }
 }
 
 /// How long a deferred create waits before it is tried again.
@@ -289,7 +316,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
 
     let last_rerun = o.status.last_handled_rerun_at.as_deref();
     let deferred = run.filter(|r| {
-        r.phase == Phase::Pending && r.reason.as_deref() == Some(reason::SUBMIT_DEFERRED)
+        r.phase == Phase::Pending && r.reason.as_deref().is_some_and(reason::is_deferral)
     });
     let due = match run {
         None => true,

@@ -40,7 +40,12 @@ pub fn conditions(
         }
     };
     let mut out = vec![make("Ready", phase == Phase::Succeeded)];
+    // A create that has not reached BlueKing for a while makes no progress by itself, though it
+    // is still tried: Stalled, so that people and GitOps tools see it.
+    let blocked =
+        why == super::reason::CONNECTION_UNREACHABLE || why == super::reason::SUBMIT_BLOCKED;
     match phase {
+        Phase::Pending if blocked => out.push(make("Stalled", true)),
         Phase::Pending | Phase::Submitting | Phase::Running | Phase::WaitingForUser => {
             out.push(make("Reconciling", true));
         }
@@ -291,6 +296,14 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(kinds(Phase::Running), ["Ready=False", "Reconciling=True"]);
+        assert_eq!(kinds(Phase::Pending), ["Ready=False", "Reconciling=True"]);
+        for blocked in ["ConnectionUnreachable", "SubmitBlocked"] {
+            let types: Vec<_> = conditions(&[], Phase::Pending, blocked, "m", 3, now)
+                .into_iter()
+                .map(|c| format!("{}={}", c.type_, c.status))
+                .collect();
+            assert_eq!(types, ["Ready=False", "Stalled=True"], "{blocked}");
+        }
         assert_eq!(
             kinds(Phase::WaitingForUser),
             ["Ready=False", "Reconciling=True"]

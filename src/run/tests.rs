@@ -390,3 +390,35 @@ fn control_fields_do_not_change_the_spec_hash() {
     assert_ne!(spec_hash(&b), spec_hash(&c));
     assert_eq!(run_key("1f3a9c2e-aaaa-bbbb", 3, 1), "1f3a9c2e-g3-a1");
 }
+
+#[test]
+fn a_create_not_made_for_long_stalls_the_run_with_a_reason_about_why() {
+    let t0 = now();
+    let stall = Duration::from_secs(300);
+    let at = |s| t0 + chrono::Duration::seconds(s);
+    let cases = [
+        (true, 0, reason::SUBMIT_DEFERRED),
+        (true, 299, reason::SUBMIT_DEFERRED),
+        (true, 300, reason::CONNECTION_UNREACHABLE),
+        (false, 299, reason::SUBMIT_DEFERRED),
+        (false, 3600, reason::SUBMIT_BLOCKED),
+    ];
+    for (unreachable, after, want) in cases {
+        assert_eq!(
+            super::deferral(unreachable, t0, at(after), stall),
+            want,
+            "unreachable={unreachable} after={after}"
+        );
+        assert!(reason::is_deferral(want));
+    }
+    // A stalled deferral is still tried again like any other.
+    let mut deferred = run(Phase::Pending, None);
+    deferred.reason = Some(reason::CONNECTION_UNREACHABLE.into());
+    deferred.intent_at = Some(now() - chrono::Duration::seconds(30));
+    let w = World::new(Some(deferred));
+    assert!(
+        matches!(w.decide(), Decision::Submit { .. }),
+        "{:?}",
+        w.decide()
+    );
+}

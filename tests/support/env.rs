@@ -142,6 +142,7 @@ impl Env {
             namespaces: vec![self.ns.name().to_owned()],
             default_connection: Some("blueking".to_owned()),
             concurrency: 8,
+            submit_stall: Duration::from_secs(3),
             resolve_grace: self.options.resolve_grace,
             poll_initial: Duration::from_millis(300),
             poll_max: Duration::from_secs(1),
