@@ -151,3 +151,48 @@ async fn an_unreachable_blueking_stalls_the_run_and_it_still_submits_once_reacha
     assert_eq!(env.creates(System::Gsekit).await, 1);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_running_job_that_cannot_be_addressed_any_more_is_stalled_not_forgotten() {
+    let env = Env::with(
+        "conn-unaddressable",
+        support::env::EnvOptions {
+            job_ms: 180_000,
+            ..support::env::EnvOptions::default()
+        },
+    )
+    .await;
+    // No spaceId of its own: the task is addressed through the connection's bkflowSpaceId.
+    env.apply("apiVersion: bkops.io/v1alpha1\nkind: Taskflow\nmetadata: {name: long}\nspec: {templateId: 4, creator: admin}\n")
+        .await;
+    env.wait_phase::<bkops::api::Taskflow>("long", Phase::Running)
+        .await;
+    connections(&env)
+        .patch(
+            "blueking",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"bkflowSpaceId": null}})),
+        )
+        .await
+        .expect("patched");
+    // Once the operator's copy of the connection is renewed (30 s at most), the job is reported.
+    let o = env
+        .wait_for::<bkops::api::Taskflow>("long", Duration::from_secs(90), |o| {
+            reason_of(&status(o), "Stalled").is_some()
+        })
+        .await;
+    let s = status(&o);
+    assert_eq!(s.phase, Some(Phase::Running), "the job still runs upstream");
+    assert_eq!(
+        reason_of(&s, "Stalled"),
+        Some(("True".into(), "JobUnaddressable".into()))
+    );
+    let message = s.message.unwrap_or_default();
+    let job = s.run.and_then(|r| r.job_id).expect("a job id");
+    assert!(
+        message.contains(&format!("cannot address job {job}")) && message.contains("space"),
+        "{message}"
+    );
+    assert_eq!(env.creates(System::Bkflow).await, 1);
+    env.stop().await;
+}

@@ -401,8 +401,29 @@ async fn reconcile_one<K: JobKind + KindName>(
     obj: Arc<CachedObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    // One span per reconcile: every log line inside names the object and its run.
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = K::NAME,
+        ns = obj.metadata.namespace.as_deref().unwrap_or_default(),
+        name = obj.metadata.name.as_deref().unwrap_or_default(),
+        run = tracing::field::Empty,
+    );
     match obj.parse::<K>() {
-        Ok(typed) => Reconciler::new(&ctx, typed, K::NAME)?.run().await,
+        Ok(typed) => {
+            if let Some(key) = typed
+                .job_status()
+                .and_then(|s| s.run.as_ref())
+                .map(|r| &r.key)
+            {
+                span.record("run", key.as_str());
+            }
+            use tracing::Instrument as _;
+            Reconciler::new(&ctx, typed, K::NAME)?
+                .run()
+                .instrument(span)
+                .await
+        }
         Err(e) => {
             // A malformed object must not stop the watch of its kind: say so on the object and
             // move on.

@@ -278,7 +278,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             // following it is a poll, and counted as one.
             decision = Decision::Poll;
         }
-        debug!(kind = self.kind, ns = %self.ns, name = %self.name, ?decision, "reconcile");
+        debug!(?decision, "reconcile");
         let label = match &decision {
             Decision::AddFinalizer => "add_finalizer",
             Decision::RemoveFinalizer { .. } => "remove_finalizer",
@@ -485,7 +485,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 Ok(_) => return Ok(()),
                 Err(e) if started.elapsed() < ID_WRITE_BUDGET => {
                     if !matches!(&e, Error::Kube(kube::Error::Api(s)) if s.code == 409) {
-                        warn!(ns = %self.ns, name = %self.name, error = %e, "recording the job id failed; retrying");
+                        warn!(error = %e, "recording the job id failed; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
@@ -604,7 +604,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         e: ConnectionError,
     ) -> Result<Action, Error> {
         if e.is_transient() {
-            warn!(ns = %self.ns, name = %self.name, error = %e, "connection lookup failed");
+            warn!(error = %e, "connection lookup failed");
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
         let in_flight = status.run.as_ref().is_some_and(|r| {
@@ -747,7 +747,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         match self.write(&status, intent.clone()).await {
             Ok(_) => {}
             Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {
-                debug!(ns = %self.ns, name = %self.name, "the object moved since this decision; no BlueKing call, deciding again");
+                debug!("the object moved since this decision; no BlueKing call, deciding again");
                 return Ok(Action::requeue(Duration::from_millis(500)));
             }
             Err(e) => return Err(e),
@@ -762,7 +762,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     outcome: "adopted",
                 })
                 .inc();
-            info!(ns = %self.ns, name = %self.name, %key, job = %job, "following an existing job (adoptJobId)");
+            info!(%key, job = %job, "following an existing job (adoptJobId)");
             return self
                 .record_job(Record::Created(&intent), run, job, None, true, false)
                 .await;
@@ -784,7 +784,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                         outcome: "submitted",
                     })
                     .inc();
-                info!(ns = %self.ns, name = %self.name, %key, job = %sub.job, "submitted");
+                info!(%key, job = %sub.job, "submitted");
                 let needs_start = sub.needs_start;
                 self.record_job(
                     Record::Created(&intent),
@@ -806,7 +806,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                         outcome: outcome(class),
                     })
                     .inc();
-                warn!(ns = %self.ns, name = %self.name, %key, error = %e, class = outcome(class), "create failed");
+                warn!(%key, error = %e, class = outcome(class), "create failed");
                 let mut run = run;
                 let now = Utc::now();
                 let (phase, why, message, next) = match class {
@@ -955,7 +955,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     .await
             }
             Err(e) => {
-                warn!(ns = %self.ns, name = %self.name, error = %e, "start failed; will retry");
+                warn!(error = %e, "start failed; will retry");
                 Ok(Action::requeue(Duration::from_secs(3)))
             }
         }
@@ -969,12 +969,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
         };
-        let Some(job) = run
-            .job_id
-            .as_deref()
-            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
-        else {
-            return Ok(Action::await_change());
+        let job = match self.followed_job(&run, &conn) {
+            Ok(job) => job,
+            Err(why) => return self.cannot_follow(&status, run, why).await,
         };
         self.start_job(status, run, job).await
     }
@@ -1024,7 +1021,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         // This process recorded the run's job: the cache has not caught up with that write yet
         // (a busy API server's watch can lag by seconds). Nothing to resolve; look again soon.
         if self.ctx.timings.lock().await.recorded.get(&self.uid) == Some(&run.key) {
-            debug!(ns = %self.ns, name = %self.name, key = %run.key, "cache behind the recorded job id; waiting for it");
+            debug!(key = %run.key, "cache behind the recorded job id; waiting for it");
             return Ok(Action::requeue(Duration::from_millis(500)));
         }
         let conn = match self.connection().await {
@@ -1066,7 +1063,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let searched = match result {
             Ok(c) => c,
             Err(e) => {
-                warn!(ns = %self.ns, name = %self.name, error = %e, "search failed");
+                warn!(error = %e, "search failed");
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
         };
@@ -1186,6 +1183,46 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         }
     }
 
+    /// The reference of the job `run` follows, or why there is none.
+    fn followed_job(&self, run: &RunStatus, conn: &Resolved) -> Result<JobRef, String> {
+        let id = run
+            .job_id
+            .as_deref()
+            .ok_or_else(|| format!("run {} has no job id", run.key))?;
+        self.obj
+            .job_ref(id, &conn.defaults)
+            .map_err(|e| format!("cannot address job {id} of run {}: {e}", run.key))
+    }
+
+    /// A run whose job cannot be addressed (say the connection's BKFlow space id was removed):
+    /// nothing is polled, started or cancelled; the status says so, `Stalled`, and the object is
+    /// looked at again every 30 s (a fix to the connection does not touch the object).
+    async fn cannot_follow(
+        &self,
+        status: &JobStatus,
+        run: RunStatus,
+        why: String,
+    ) -> Result<Action, Error> {
+        warn!(error = %why, "cannot follow the job");
+        let phase = status.phase.unwrap_or(run.phase);
+        let message = format!(
+            "{why}. The job is not followed until the spec or the connection addresses it again"
+        );
+        if status.message.as_deref() != Some(message.as_str()) {
+            let new = render(
+                status,
+                self.generation,
+                phase,
+                reason::JOB_UNADDRESSABLE,
+                message,
+                Some(run),
+                Utc::now(),
+            );
+            self.write(status, new).await?;
+        }
+        Ok(Action::requeue(Duration::from_secs(30)))
+    }
+
     fn count_submission(&self, outcome: &'static str) {
         self.ctx
             .metrics
@@ -1233,12 +1270,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
         };
-        let Some(job) = run
-            .job_id
-            .as_deref()
-            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
-        else {
-            return Ok(Action::await_change());
+        let job = match self.followed_job(&run, &conn) {
+            Ok(job) => job,
+            Err(why) => return self.cannot_follow(&status, run, why).await,
         };
         self.ctx
             .timings
@@ -1266,7 +1300,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                     .await;
             }
             Err(e) => {
-                warn!(ns = %self.ns, name = %self.name, error = %e, "poll failed; will poll again");
+                warn!(error = %e, "poll failed; will poll again");
                 let wait = e
                     .retry_after()
                     .unwrap_or_else(|| poll_interval(self.ctx, &run));
@@ -1339,12 +1373,9 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             Ok(c) => c,
             Err(e) => return self.report_connection(&status, e).await,
         };
-        let Some(job) = run
-            .job_id
-            .as_deref()
-            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
-        else {
-            return Ok(Action::await_change());
+        let job = match self.followed_job(&run, &conn) {
+            Ok(job) => job,
+            Err(why) => return self.cannot_follow(&status, run, why).await,
         };
         let started = Instant::now();
         let result = conn.client.cancel(&job).await;
@@ -1353,7 +1384,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         let outcome = match result {
             Ok(o) => o,
             Err(e) if e.class() == ErrorClass::Transient => {
-                warn!(ns = %self.ns, name = %self.name, error = %e, "cancel failed; will retry");
+                warn!(error = %e, "cancel failed; will retry");
                 return Ok(Action::requeue(Duration::from_secs(3)));
             }
             Err(e) => {
@@ -1447,12 +1478,18 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 return self.set_finalizer(false).await;
             }
         };
-        let Some(job) = run
-            .job_id
-            .as_deref()
-            .and_then(|id| self.obj.job_ref(id, &conn.defaults).ok())
-        else {
-            return self.set_finalizer(false).await;
+        let job = match self.followed_job(&run, &conn) {
+            Ok(job) => job,
+            Err(why) => {
+                self.event(
+                    EventType::Warning,
+                    "CleanupIncomplete",
+                    &format!(
+                        "deleted with deletionPolicy Cancel, but {why}; the job was not cancelled"
+                    ),
+                );
+                return self.set_finalizer(false).await;
+            }
         };
         let started = Instant::now();
         let result = conn.client.cancel(&job).await;

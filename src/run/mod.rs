@@ -45,6 +45,10 @@ pub mod reason {
     /// before sending); still tried again. `Stalled` until one is made.
     pub const SUBMIT_BLOCKED: &str = "SubmitBlocked";
 
+    /// The run's job cannot be addressed (its id does not map to a job reference with the
+    /// current spec and connection); it is not followed until it can be. `Stalled`.
+    pub const JOB_UNADDRESSABLE: &str = "JobUnaddressable";
+
     /// Reasons of a run whose create was not made and is tried again.
     pub fn is_deferral(reason: &str) -> bool {
         [SUBMIT_DEFERRED, CONNECTION_UNREACHABLE, SUBMIT_BLOCKED].contains(&reason)

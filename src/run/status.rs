@@ -42,10 +42,17 @@ pub fn conditions(
     let mut out = vec![make("Ready", phase == Phase::Succeeded)];
     // A create that has not reached BlueKing for a while makes no progress by itself, though it
     // is still tried: Stalled, so that people and GitOps tools see it.
-    let blocked =
-        why == super::reason::CONNECTION_UNREACHABLE || why == super::reason::SUBMIT_BLOCKED;
+    use super::reason;
+    let blocked = [
+        reason::CONNECTION_UNREACHABLE,
+        reason::SUBMIT_BLOCKED,
+        reason::JOB_UNADDRESSABLE,
+    ]
+    .contains(&why);
     match phase {
-        Phase::Pending if blocked => out.push(make("Stalled", true)),
+        Phase::Pending | Phase::Submitting | Phase::Running | Phase::WaitingForUser if blocked => {
+            out.push(make("Stalled", true));
+        }
         Phase::Pending | Phase::Submitting | Phase::Running | Phase::WaitingForUser => {
             out.push(make("Reconciling", true));
         }
@@ -297,8 +304,12 @@ mod tests {
         };
         assert_eq!(kinds(Phase::Running), ["Ready=False", "Reconciling=True"]);
         assert_eq!(kinds(Phase::Pending), ["Ready=False", "Reconciling=True"]);
-        for blocked in ["ConnectionUnreachable", "SubmitBlocked"] {
-            let types: Vec<_> = conditions(&[], Phase::Pending, blocked, "m", 3, now)
+        for (phase, blocked) in [
+            (Phase::Pending, "ConnectionUnreachable"),
+            (Phase::Pending, "SubmitBlocked"),
+            (Phase::Running, "JobUnaddressable"),
+        ] {
+            let types: Vec<_> = conditions(&[], phase, blocked, "m", 3, now)
                 .into_iter()
                 .map(|c| format!("{}={}", c.type_, c.status))
                 .collect();
