@@ -1225,56 +1225,49 @@ impl BkClient {
         job_object: &Option<JobObject>,
         job_action: &Option<JobAction>,
     ) -> Result<(Vec<Candidate>, bool), BkError> {
-        let mut out = Vec::new();
-        for page in 1..=SEARCH_MAX_PAGES {
-            let query = gsekit::JobListQuery {
-                page,
-                pagesize: SEARCH_PAGE,
-                created_by: q.creator.clone(),
-                job_object: job_object.clone(),
-                job_action: job_action.clone(),
-            };
-            let res = self.gsekit().job_list(biz_id, &query).await?;
-            let n = res.list.len();
-            let mut older = 0;
-            for j in res.list {
-                if j.start_time.is_some_and(|t| t < q.since) {
-                    older += 1;
-                }
+        let (rows, complete) = paged(
+            |index| {
+                let query = gsekit::JobListQuery {
+                    page: index + 1,
+                    pagesize: SEARCH_PAGE,
+                    created_by: q.creator.clone(),
+                    job_object: job_object.clone(),
+                    job_action: job_action.clone(),
+                };
+                async move { Ok(self.gsekit().job_list(biz_id, &query).await?.list) }
+            },
+            |j| j.start_time.is_some_and(|t| t < q.since),
+        )
+        .await?;
+        let out = rows
+            .into_iter()
+            .filter(|j| {
                 let same_object = job_object
                     .as_ref()
                     .is_none_or(|o| j.job_object.as_deref().is_none_or(|x| x == o.as_str()));
                 let same_action = job_action
                     .as_ref()
                     .is_none_or(|a| j.job_action.as_deref().is_none_or(|x| x == a.as_str()));
-                if !(in_window(j.start_time, q)
+                in_window(j.start_time, q)
                     && creator_matches(j.created_by.as_deref(), q)
                     && same_object
-                    && same_action)
-                {
-                    continue;
-                }
-                let key_matched = j
+                    && same_action
+            })
+            .map(|j| Candidate {
+                job: JobRef::Gsekit {
+                    biz_id,
+                    job_id: j.id,
+                },
+                created_at: j.start_time,
+                key_matched: j
                     .extra_data
                     .as_ref()
-                    .is_some_and(|e| value_mentions(e, &q.key));
-                out.push(Candidate {
-                    job: JobRef::Gsekit {
-                        biz_id,
-                        job_id: j.id,
-                    },
-                    created_at: j.start_time,
-                    name: j.job_action.clone(),
-                    key_matched,
-                    content_matched: Some(true),
-                });
-            }
-            // Newest first upstream: a page entirely older than the window ends the search.
-            if n < SEARCH_PAGE as usize || (n > 0 && older == n) {
-                return Ok((out, true));
-            }
-        }
-        Ok((out, false))
+                    .is_some_and(|e| value_mentions(e, &q.key)),
+                name: j.job_action,
+                content_matched: Some(true),
+            })
+            .collect();
+        Ok((out, complete))
     }
 
     async fn search_bkflow(
@@ -1283,46 +1276,41 @@ impl BkClient {
         space_id: i64,
         template_id: Option<i64>,
     ) -> Result<(Vec<Candidate>, bool), BkError> {
-        let mut out = Vec::new();
-        for page in 0..SEARCH_MAX_PAGES {
-            let query = bkflow::TaskListQuery {
-                creator: q.creator.clone(),
-                template_id,
-                limit: SEARCH_PAGE,
-                offset: page * SEARCH_PAGE,
-            };
-            let res = self.bkflow().get_task_list(space_id, &query).await?;
-            let n = res.list.len();
-            let mut older = 0;
-            for t in res.list {
-                if t.create_time.is_some_and(|c| c < q.since) {
-                    older += 1;
-                }
-                if !(in_window(t.create_time, q) && creator_matches(t.creator.as_deref(), q)) {
-                    continue;
-                }
-                if template_id.is_some() && t.template_id.is_some() && t.template_id != template_id
-                {
-                    continue;
-                }
-                let key_matched = t.name.as_deref().is_some_and(|n| n.contains(&q.key))
-                    || t.description.as_deref().is_some_and(|d| d.contains(&q.key));
-                out.push(Candidate {
-                    job: JobRef::Bkflow {
-                        space_id: t.space_id.unwrap_or(space_id),
-                        task_id: t.id,
-                    },
-                    created_at: t.create_time,
-                    name: t.name,
-                    key_matched,
-                    content_matched: Some(true),
-                });
-            }
-            if n < SEARCH_PAGE as usize || (n > 0 && older == n) {
-                return Ok((out, true));
-            }
-        }
-        Ok((out, false))
+        let (rows, complete) = paged(
+            |index| {
+                let query = bkflow::TaskListQuery {
+                    creator: q.creator.clone(),
+                    template_id,
+                    limit: SEARCH_PAGE,
+                    offset: index * SEARCH_PAGE,
+                };
+                async move { Ok(self.bkflow().get_task_list(space_id, &query).await?.list) }
+            },
+            |t| t.create_time.is_some_and(|c| c < q.since),
+        )
+        .await?;
+        let out = rows
+            .into_iter()
+            .filter(|t| {
+                in_window(t.create_time, q)
+                    && creator_matches(t.creator.as_deref(), q)
+                    && !(template_id.is_some()
+                        && t.template_id.is_some()
+                        && t.template_id != template_id)
+            })
+            .map(|t| Candidate {
+                job: JobRef::Bkflow {
+                    space_id: t.space_id.unwrap_or(space_id),
+                    task_id: t.id,
+                },
+                created_at: t.create_time,
+                key_matched: t.name.as_deref().is_some_and(|n| n.contains(&q.key))
+                    || t.description.as_deref().is_some_and(|d| d.contains(&q.key)),
+                name: t.name,
+                content_matched: Some(true),
+            })
+            .collect();
+        Ok((out, complete))
     }
 
     async fn search_nodeman(
@@ -1332,39 +1320,38 @@ impl BkClient {
         bk_biz_id: Option<&[i64]>,
         bk_host_id: Option<&[i64]>,
     ) -> Result<(Vec<Candidate>, bool), BkError> {
-        let mut out = Vec::new();
-        let mut complete = false;
-        for page in 1..=SEARCH_MAX_PAGES {
-            let query = nodeman::JobListQuery {
-                page,
-                pagesize: SEARCH_PAGE,
-                created_by: q.creator.clone().map(|c| vec![c]),
-                job_type: job_type.clone().map(|t| vec![t]),
-            };
-            let res = self.nodeman().job_list(&query).await?;
-            let n = res.list.len();
-            let mut older = 0;
-            for j in res.list {
-                if j.start_time.is_some_and(|t| t < q.since) {
-                    older += 1;
-                }
+        let (rows, complete) = paged(
+            |index| {
+                let query = nodeman::JobListQuery {
+                    page: index + 1,
+                    pagesize: SEARCH_PAGE,
+                    created_by: q.creator.clone().map(|c| vec![c]),
+                    job_type: job_type.clone().map(|t| vec![t]),
+                };
+                async move { Ok(self.nodeman().job_list(&query).await?.list) }
+            },
+            |j| j.start_time.is_some_and(|t| t < q.since),
+        )
+        .await?;
+        let mut out: Vec<Candidate> = rows
+            .into_iter()
+            .filter(|j| {
                 let same_type = job_type
                     .as_ref()
                     .is_none_or(|t| j.job_type.as_deref().is_none_or(|x| x == t));
-                if !(in_window(j.start_time, q)
+                in_window(j.start_time, q)
                     && creator_matches(j.created_by.as_deref(), q)
-                    && same_type)
-                {
-                    continue;
-                }
+                    && same_type
+            })
+            .map(|j| {
                 let same_biz = match (bk_biz_id, &j.bk_biz_scope) {
                     (Some(want), Some(have)) => Some(same_set(want, have)),
                     _ => None,
                 };
-                out.push(Candidate {
+                Candidate {
                     job: JobRef::Nodeman { job_id: j.id },
                     created_at: j.start_time,
-                    name: j.job_type.clone(),
+                    name: j.job_type,
                     key_matched: false,
                     content_matched: if same_biz == Some(false) {
                         Some(false)
@@ -1373,24 +1360,16 @@ impl BkClient {
                     } else {
                         None
                     },
-                });
-            }
-            if n < SEARCH_PAGE as usize || (n > 0 && older == n) {
-                complete = true;
-                break;
-            }
-        }
+                }
+            })
+            .collect();
         // The hosts are only in a job's details: read them for the jobs still in question.
         if let Some(want) = bk_host_id {
-            let mut read = 0;
-            for c in out.iter_mut().filter(|c| c.content_matched.is_none()) {
+            let open = out.iter_mut().filter(|c| c.content_matched.is_none());
+            for c in open.take(SEARCH_MAX_DETAILS) {
                 let JobRef::Nodeman { job_id } = c.job else {
                     continue;
                 };
-                if read == SEARCH_MAX_DETAILS {
-                    break;
-                }
-                read += 1;
                 let query = nodeman::DetailsQuery {
                     page: 1,
                     pagesize: -1,
@@ -1413,28 +1392,34 @@ impl BkClient {
         job_plan_id: Option<i64>,
         v2: bool,
     ) -> Result<(Vec<Candidate>, bool), BkError> {
-        let mut out = Vec::new();
-        for page in 0..SEARCH_MAX_PAGES {
-            let query = job::JobInstanceListQuery {
-                bk_scope_type: scope_type.clone(),
-                bk_scope_id: scope_id.to_owned(),
-                since: q.since,
-                until: q.until,
-                operator: q.creator.clone(),
-                job_plan_id,
-                start: page * SEARCH_PAGE,
-                length: SEARCH_PAGE,
-            };
-            let res = self.job().get_job_instance_list(&query).await?;
-            let n = res.list.len();
-            for i in res.list {
-                if !(in_window(i.create_time, q) && creator_matches(i.operator.as_deref(), q)) {
-                    continue;
-                }
-                if job_plan_id.is_some() && i.job_plan_id.is_some() && i.job_plan_id != job_plan_id
-                {
-                    continue;
-                }
+        // JOB filters by time itself: every page is of the window.
+        let (rows, complete) = paged(
+            |index| {
+                let query = job::JobInstanceListQuery {
+                    bk_scope_type: scope_type.clone(),
+                    bk_scope_id: scope_id.to_owned(),
+                    since: q.since,
+                    until: q.until,
+                    operator: q.creator.clone(),
+                    job_plan_id,
+                    start: index * SEARCH_PAGE,
+                    length: SEARCH_PAGE,
+                };
+                async move { Ok(self.job().get_job_instance_list(&query).await?.list) }
+            },
+            |_| false,
+        )
+        .await?;
+        let out = rows
+            .into_iter()
+            .filter(|i| {
+                in_window(i.create_time, q)
+                    && creator_matches(i.operator.as_deref(), q)
+                    && !(job_plan_id.is_some()
+                        && i.job_plan_id.is_some()
+                        && i.job_plan_id != job_plan_id)
+            })
+            .map(|i| {
                 let job = match (v2, scope_id.parse::<i64>()) {
                     (true, Ok(biz_id)) => JobRef::JobV2 {
                         biz_id,
@@ -1446,24 +1431,43 @@ impl BkClient {
                         job_instance_id: i.id,
                     },
                 };
-                let content_matched = match (job_plan_id, i.job_plan_id) {
-                    (Some(want), Some(have)) => Some(want == have),
-                    _ => None,
-                };
-                out.push(Candidate {
+                Candidate {
                     job,
                     created_at: i.create_time,
                     name: i.name,
                     key_matched: false,
-                    content_matched,
-                });
-            }
-            if n < SEARCH_PAGE as usize {
-                return Ok((out, true));
-            }
-        }
-        Ok((out, false))
+                    content_matched: match (job_plan_id, i.job_plan_id) {
+                        (Some(want), Some(have)) => Some(want == have),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        Ok((out, complete))
     }
+}
+
+/// Reads a job list page by page (`page(0)`, `page(1)`, ...; newest first upstream) until a
+/// short page, a page whose rows are all `older` than the window, or [`SEARCH_MAX_PAGES`].
+/// Returns the rows read and whether the whole window was seen (`false` at the page limit).
+async fn paged<R, Fut>(
+    mut page: impl FnMut(u32) -> Fut,
+    older: impl Fn(&R) -> bool,
+) -> Result<(Vec<R>, bool), BkError>
+where
+    Fut: std::future::Future<Output = Result<Vec<R>, BkError>>,
+{
+    let mut rows = Vec::new();
+    for index in 0..SEARCH_MAX_PAGES {
+        let list = page(index).await?;
+        let short = list.len() < SEARCH_PAGE as usize;
+        let all_older = !list.is_empty() && list.iter().all(&older);
+        rows.extend(list);
+        if short || all_older {
+            return Ok((rows, true));
+        }
+    }
+    Ok((rows, false))
 }
 
 /// Whether two id lists hold the same ids, in any order.
@@ -1666,5 +1670,45 @@ mod tests {
         assert_eq!(v["kind"], "job_v3");
         assert_eq!(serde_json::from_value::<JobRef>(v)?, r);
         Ok(())
+    }
+
+    /// Pages of `len` rows each, `older` from `first_older` on (newest first, as upstream).
+    async fn read(
+        lens: &[usize],
+        first_older: Option<u32>,
+    ) -> (Result<(Vec<u32>, bool), BkError>, u32) {
+        let calls = std::cell::Cell::new(0);
+        let result = paged(
+            |index| {
+                calls.set(calls.get() + 1);
+                let rows: Vec<u32> = (0..lens.get(index as usize).copied().unwrap_or(0))
+                    .map(|_| index)
+                    .collect();
+                async move { Ok(rows) }
+            },
+            |page: &u32| first_older.is_some_and(|o| *page >= o),
+        )
+        .await;
+        (result, calls.get())
+    }
+
+    #[tokio::test]
+    async fn a_paged_search_stops_at_the_windows_end_and_says_when_it_did_not_reach_it() {
+        let full = SEARCH_PAGE as usize;
+        // A short page is the list's end.
+        let (r, calls) = read(&[full, 3], None).await;
+        assert_eq!((r.expect("read").1, calls), (true, 2));
+        // A page entirely older than the window ends it.
+        let (r, calls) = read(&[full, full, full], Some(1)).await;
+        assert_eq!((r.expect("read").1, calls), (true, 2));
+        // Full pages up to the limit: jobs may exist that were not seen.
+        let (r, calls) = read(&[full; 10], None).await;
+        let (rows, complete) = r.expect("read");
+        assert!(!complete);
+        assert_eq!(calls, SEARCH_MAX_PAGES);
+        assert_eq!(rows.len(), full * SEARCH_MAX_PAGES as usize);
+        // An empty first page: nothing in the window.
+        let (r, _) = read(&[], None).await;
+        assert_eq!(r.expect("read"), (Vec::new(), true));
     }
 }
