@@ -442,7 +442,7 @@ impl Bkflow<'_> {
                 .gateway(Method::GET, &path),
             )
             .await?;
-        let (items, count) = super::facade::list_items(raw);
+        let (items, count) = super::de::list_items(raw);
         let list = self.client.decode_rows(items);
         Ok(TaskListPage { list, count })
     }

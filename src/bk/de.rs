@@ -236,6 +236,29 @@ fn parse_time_str(s: &str) -> Option<DateTime<Utc>> {
         .and_then(|n| parse_time(&Value::from(n)))
 }
 
+/// Splits a list answer into its items and total: a bare array, or an object with
+/// `list`/`results`/`data`/`items` and `count`/`total`.
+pub(crate) fn list_items(raw: Value) -> (Vec<Value>, Option<u32>) {
+    match raw {
+        Value::Array(items) => (items, None),
+        Value::Object(mut m) => {
+            let count = ["count", "total"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(value_to_i64))
+                .and_then(|n| u32::try_from(n).ok());
+            let items = ["list", "results", "data", "items"]
+                .iter()
+                .find_map(|k| match m.remove(*k) {
+                    Some(Value::Array(a)) => Some(a),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            (items, count)
+        }
+        _ => (Vec::new(), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -514,29 +514,6 @@ fn bkflow_summary(root: &StateNode) -> Summary {
     s
 }
 
-/// Splits a list answer into its items and total: a bare array, or an object with
-/// `list`/`results`/`data`/`items` and `count`/`total`.
-pub(crate) fn list_items(raw: Value) -> (Vec<Value>, Option<u32>) {
-    match raw {
-        Value::Array(items) => (items, None),
-        Value::Object(mut m) => {
-            let count = ["count", "total"]
-                .iter()
-                .find_map(|k| m.get(*k).and_then(super::de::value_to_i64))
-                .and_then(|n| u32::try_from(n).ok());
-            let items = ["list", "results", "data", "items"]
-                .iter()
-                .find_map(|k| match m.remove(*k) {
-                    Some(Value::Array(a)) => Some(a),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            (items, count)
-        }
-        _ => (Vec::new(), None),
-    }
-}
-
 /// A failure of a secondary call (failure details) is passed on only when a repeat could
 /// fix it; otherwise the progress is reported without the details.
 fn secondary(e: BkError, what: &str) -> Result<Option<String>, BkError> {
@@ -1649,12 +1626,12 @@ mod tests {
 
     #[test]
     fn list_shapes() {
-        assert_eq!(list_items(json!([1, 2])).0.len(), 2);
-        let (items, count) = list_items(json!({"count": 5, "results": [1]}));
+        assert_eq!(super::super::de::list_items(json!([1, 2])).0.len(), 2);
+        let (items, count) = super::super::de::list_items(json!({"count": 5, "results": [1]}));
         assert_eq!((items.len(), count), (1, Some(5)));
-        let (items, count) = list_items(json!({"total": "3", "data": [1, 2, 3]}));
+        let (items, count) = super::super::de::list_items(json!({"total": "3", "data": [1, 2, 3]}));
         assert_eq!((items.len(), count), (3, Some(3)));
-        assert_eq!(list_items(json!(null)).0.len(), 0);
+        assert_eq!(super::super::de::list_items(json!(null)).0.len(), 0);
     }
 
     #[test]

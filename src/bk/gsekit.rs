@@ -465,7 +465,7 @@ impl Gsekit<'_> {
                     .esb(Method::POST, "gsekit/api/job/job_list/"),
             )
             .await?;
-        let (items, count) = super::facade::list_items(raw);
+        let (items, count) = super::de::list_items(raw);
         Ok(JobListPage {
             list: self.client.decode_rows(items),
             count,

@@ -625,7 +625,7 @@ impl Job<'_> {
                     .esb(Method::POST, "jobv3/get_job_instance_list/"),
             )
             .await?;
-        let (items, count) = super::facade::list_items(raw);
+        let (items, count) = super::de::list_items(raw);
         let list = self.client.decode_rows(items);
         Ok(JobInstanceListPage { list, count })
     }

@@ -492,7 +492,7 @@ impl Nodeman<'_> {
                     .esb(Method::POST, "nodeman/api/job/job_list/"),
             )
             .await?;
-        let (items, count) = super::facade::list_items(raw);
+        let (items, count) = super::de::list_items(raw);
         let list = self.client.decode_rows(items);
         Ok(JobListPage { list, count })
     }
