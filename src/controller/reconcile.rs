@@ -1,7 +1,6 @@
 //! Carrying out [`decide`]'s decisions: the fenced intent, the one create, the id write that
 //! retries until it lands, polls, cancels, and the status and Events that report them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +14,8 @@ use rand::Rng;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::Context;
 use super::connection::{ConnectionError, Resolved};
+use super::context::Context;
 use super::metrics::{CallKindLabels, CallLabels, PhaseLabels, ReconcileLabels, SubmissionLabels};
 use crate::api::JobStatus;
 use crate::api::common::{
@@ -71,37 +70,6 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 const ID_WRITE_BUDGET: Duration = Duration::from_secs(120);
 /// How long deletion waits on a failing cancel before letting go.
 const DELETE_CANCEL_BUDGET: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
-
-/// In-memory per-object timing (never written to status: such stamps make the controller
-/// trigger itself).
-#[derive(Default)]
-pub struct Timings {
-    last_poll: HashMap<String, Instant>,
-    /// When this process last wrote each object's status (progress writes wait for
-    /// [`PROGRESS_WRITE_INTERVAL`] after it).
-    last_write: HashMap<String, Instant>,
-    /// Run key per object whose start call succeeded but whose `run.started` is not written
-    /// yet: it rides on the next status write instead of a write of its own (a start is safe
-    /// to repeat should the operator restart before that).
-    started: HashMap<String, String>,
-    /// Run key per object whose job id this process recorded. A cache that still shows that run
-    /// without a job id is behind the operator's own write, not a create to resolve.
-    recorded: HashMap<String, String>,
-    /// A hash of the status this process's last status write left per object, and when; removed
-    /// once the cache shows it or after [`CACHE_CATCH_UP`] (not forgotten at a run's end: the
-    /// end write is one to wait for).
-    written: HashMap<String, (u64, Instant)>,
-}
-
-impl Timings {
-    /// Forgets an object.
-    pub fn forget(&mut self, uid: &str) {
-        self.last_poll.remove(uid);
-        self.last_write.remove(uid);
-        self.started.remove(uid);
-        self.recorded.remove(uid);
-    }
-}
 
 /// Identifies a status as the API server holds it (for "does the cache show our write yet").
 fn status_hash(status: Option<&JobStatus>) -> u64 {
@@ -1537,7 +1505,7 @@ mod tests {
         });
         Context::new(
             kube::Client::new(unreachable, "ns"),
-            super::super::OperatorConfig::default(),
+            super::super::context::OperatorConfig::default(),
             Arc::new(Metrics::default()),
         )
     }
