@@ -50,6 +50,11 @@ pub struct CallKindLabels {
     pub call: &'static str,
 }
 
+/// Reconcile outcomes that need a person and may happen once per object: their series exist from
+/// the start at 0, so that an alert on `increase()` sees the first one (a series that appears at 1
+/// has no increase).
+pub const RARE_OUTCOMES: [&str; 2] = ["malformed", "panic"];
+
 /// The classes of `bkops_bk_call_wait_seconds`: calls that move a job (creates and operations,
 /// served first), then reads (polls, searches).
 pub const WAIT_CLASSES: [&str; 2] = ["job", "read"];
@@ -209,12 +214,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Lets `bkops_runs` count the objects in a controller's cache.
+    /// Lets `bkops_runs` count the objects in a controller's cache, and starts the kind's
+    /// [`RARE_OUTCOMES`] at 0.
     pub fn watch_store(
         &self,
         kind: &'static str,
         store: kube::runtime::reflector::Store<super::cached::CachedObject>,
     ) {
+        self.zero_rare_outcomes(kind);
         self.stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -235,6 +242,14 @@ impl Metrics {
             let h = if moves_a_job { &job } else { &read };
             h.observe(waited.as_secs_f64());
         }))
+    }
+
+    fn zero_rare_outcomes(&self, kind: &'static str) {
+        for outcome in RARE_OUTCOMES {
+            let _ = self
+                .reconciles
+                .get_or_create(&ReconcileLabels { kind, outcome });
+        }
     }
 
     /// Counts an Event by outcome.
@@ -291,4 +306,33 @@ fn phase_name(p: &str) -> Option<&'static str> {
     .into_iter()
     .map(Phase::as_str)
     .find(|n| *n == p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rare_outcomes_start_at_zero_and_count_on() {
+        let m = Metrics::default();
+        m.zero_rare_outcomes("ProcessJob");
+        let text = m.encode();
+        for outcome in RARE_OUTCOMES {
+            let line =
+                format!(r#"bkops_reconciles_total{{kind="ProcessJob",outcome="{outcome}"}} 0"#);
+            assert!(text.contains(&line), "no {line} in\n{text}");
+        }
+        m.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: "ProcessJob",
+                outcome: "panic",
+            })
+            .inc();
+        m.zero_rare_outcomes("ProcessJob");
+        assert!(
+            m.encode()
+                .contains(r#"bkops_reconciles_total{kind="ProcessJob",outcome="panic"} 1"#),
+            "zeroing again must not reset a count"
+        );
+    }
 }
