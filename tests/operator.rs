@@ -1050,8 +1050,8 @@ async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
     env.stop().await;
 }
 
-/// The create's token is taken before the intent (DESIGN §5: create only if the intent landed
-/// moments ago). With the token taken after it, four jobs at once behind a limit of one call a
+/// The create's token is taken before the intent (a create is made only right after its intent
+/// landed). With the token taken after it, four jobs at once behind a limit of one call a
 /// second waited up to 3 s between intent and create, and an operator stopped in that wait (at
 /// the default limit and thousands of jobs, a minute) left runs Submitting with no job: Unknown.
 #[tokio::test]

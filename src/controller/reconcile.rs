@@ -689,7 +689,7 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         };
 
         // The create's rate-limit token is taken before the intent, so that the create follows
-        // the intent at once (DESIGN §5: "only if the intent write landed moments ago"). Waited
+        // the intent at once (a create is made only right after its intent landed). Waited
         // for after the intent, at the default 10 calls/s and thousands of jobs at once it took
         // up to a minute, and an operator stopped in that minute (a rolling update) left each of
         // those runs Submitting with no job: `Unknown`, for a person to resolve, once restarted.
@@ -698,12 +698,12 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
             None => None,
         };
 
-        // The fence (DESIGN §5): the intent is written only if the object is still at the
+        // The fence: the intent is written only if the object is still at the
         // resourceVersion this decision was made on. The API server compares and swaps, so a
         // write that lands proves the cached copy was the current object; a stale cache, a
         // person's edit or another operator makes it fail with 409, and no call is made.
-        // (DESIGN §5 reads the object fresh first; that only narrows the window for a conflict,
-        // and it costs a request per submission on a busy API server, see BENCHMARKS.md.)
+        // (Reading the object fresh first would only narrow the window for a conflict, at a
+        // request per submission on a busy API server, see BENCHMARKS.md.)
         let generation = self.generation;
         let trigger = Self::trigger(&self.obj);
         let now = Utc::now();
