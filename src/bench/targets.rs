@@ -355,8 +355,8 @@ mod tests {
         assert_eq!(met(&v, "p99 object created"), Some(false));
     }
 
-    /// The latency depends on how many creates the API server serves at once (BENCHMARKS.md),
-    /// so its target line says how many the run sent.
+    /// The latency depends on how many creates the API server serves at once, so its target
+    /// line says how many the run sent.
     #[test]
     fn the_latency_target_names_the_creates_in_flight() {
         let v = verdicts(
