@@ -3,7 +3,7 @@
 //! (more runs in the history, more failed targets listed) and with or without
 //! `metadata.managedFields`. Counts bytes with an instrumented global allocator.
 //!
-//! `cargo bench --bench cache_memory` (see BENCHMARKS.md).
+//! `cargo bench --bench cache_memory`.
 
 use std::alloc::System;
 use std::sync::Arc;

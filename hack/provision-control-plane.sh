@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Provision etcd + kube-apiserver (+ kubectl) 1.20.2 into a cache folder, once.
 #
-# Source of the binaries (DESIGN §10): Debian bookworm's `etcd-server` package and
+# Source of the binaries: Debian bookworm's `etcd-server` package and
 # Kubernetes 1.20.2 built from Debian's `kubernetes` source package with Debian's Go 1.19.
 # Go >= 1.18 crashes the server with the vendored reflect2 1.0.1, so that folder is replaced
 # with reflect2 1.0.2 from `golang-github-modern-go-reflect2-dev`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: every test, against a real kube-apiserver + etcd (DESIGN §10).
+# The test command: every test, against a real kube-apiserver + etcd (`bkops::local`).
 #
 # Usage: hack/test.sh [cargo test arguments...]
 #   With no arguments: `cargo test --all-targets`, then the doc tests.

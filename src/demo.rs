@@ -230,7 +230,7 @@ fn choose_twists(jobs: &[Example]) -> Vec<(usize, Twist)> {
 }
 
 /// The phase a simulator job's final state means, or `None` while it is not final. Written from
-/// the simulator's side (`bk-api.md`), not taken from the operator's mapping, so the two check
+/// the simulator's side (`docs/blueking-api.md`), not taken from the operator's mapping, so the two check
 /// each other.
 fn simulator_phase(system: System, state: &str) -> Option<Phase> {
     let phase = match (system, state) {

@@ -24,7 +24,7 @@ enum Command {
     /// Serve the BlueKing simulator (GSEKit, BKFlow, NodeMan, JOB; gateway and ESB paths).
     Sim(bkops::sim::SimArgs),
     /// Load benchmark: N job objects against a local kube-apiserver and the simulator, with
-    /// the operator as a separate process; prints the report (see BENCHMARKS.md).
+    /// the operator as a separate process; prints the report and judges the targets.
     Bench(bkops::bench::BenchArgs),
     /// Print the CustomResourceDefinitions as YAML (all kinds, or one with --kind), or write
     /// one file per kind with --out-dir.

@@ -104,3 +104,40 @@ fn every_spec_field_is_documented() {
         "fields without a description (kubectl explain shows nothing): {missing:?}"
     );
 }
+
+/// `kubectl explain` prints these descriptions to users, who have the repository at most: they
+/// must not cite design notes or their sections.
+#[test]
+fn no_description_cites_design_notes() {
+    fn walk(path: &str, v: &serde_json::Value, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, sub) in map {
+                    let p = format!("{path}.{k}");
+                    if k == "description"
+                        && let Some(text) = sub.as_str()
+                        && (text.contains("DESIGN") || text.contains('§'))
+                    {
+                        found.push(format!("{p}: {text}"));
+                    }
+                    walk(&p, sub, found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, sub) in items.iter().enumerate() {
+                    walk(&format!("{path}[{i}]"), sub, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for kind in CrdKind::ALL {
+        let crd = serde_json::to_value(kind.crd()).expect("CRD serializes");
+        walk(&kind.file_name(), &crd, &mut found);
+    }
+    assert!(
+        found.is_empty(),
+        "descriptions citing design notes: {found:#?}"
+    );
+}

@@ -1050,10 +1050,10 @@ async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
     env.stop().await;
 }
 
-/// The create's token is taken before the intent (DESIGN §5: create only if the intent landed
-/// moments ago). With the token taken after it, four jobs at once behind a limit of one call a
-/// second waited up to 3 s between intent and create, and an operator stopped in that wait (at
-/// the default limit and thousands of jobs, a minute) left runs Submitting with no job: Unknown.
+/// The create's token is taken before the intent (a create is made only right after its intent
+/// landed). With the token taken after it, each create would wait for the limit after its
+/// intent, and an operator stopped in that wait would leave runs Submitting with no job:
+/// Unknown.
 #[tokio::test]
 async fn behind_a_tight_rate_limit_each_create_follows_its_intent_at_once() {
     let env = Env::start("tight-limit").await;

@@ -312,7 +312,7 @@ async fn gsekit_failures_and_validation() {
 }
 
 #[tokio::test]
-async fn bkflow_seeds_start_once_and_finish() {
+async fn bkflow_seed_requests_start_once_and_finish() {
     let sim = sim().await;
     for api in ["bk-flow", "bk-flow-engine"] {
         // Seed 001: credentials in the body (its odd "bk_username or bk_token" key ignored).

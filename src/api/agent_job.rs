@@ -43,7 +43,8 @@ pub struct AgentJobSpec {
     pub job_type: NodemanJobType,
 
     /// Business ids (a list, as NodeMan takes it). NodeMan `bk_biz_id`; honoured only with
-    /// `excludeHosts` (select-all mode). The seed marks it required, upstream does not.
+    /// `excludeHosts` (select-all mode). Optional: NodeMan's API document marks it required,
+    /// NodeMan itself does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(range(min = 0, max = crate::api::common::MAX_BK_ID)))]
     pub bk_biz_id: Option<Vec<i64>>,

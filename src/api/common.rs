@@ -1,4 +1,4 @@
-//! Spec fields every job kind shares (DESIGN §3) and the shared status (DESIGN §4).
+//! Spec fields every job kind shares and the status they all report.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -29,7 +29,7 @@ pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 366 * 24 * 3600;
 /// largest integer a JSON number carries exactly, so every tool on the way reads the same id.
 pub const MAX_BK_ID: i64 = (1 << 53) - 1;
 
-/// Fields shared by every job kind (DESIGN §3). Flattened into each kind's spec.
+/// Fields shared by every job kind. Flattened into each kind's spec.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommonSpec {
@@ -166,7 +166,7 @@ impl CommonSpec {
     }
 }
 
-/// The phase of a job resource (DESIGN §4).
+/// The phase of a job resource.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Phase {
     /// Accepted, no run started yet.
@@ -355,7 +355,7 @@ pub struct RunRecord {
     pub completion_time: Option<DateTime<Utc>>,
 }
 
-/// Status shared by every job kind (DESIGN §4).
+/// Status shared by every job kind.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {

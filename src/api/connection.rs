@@ -1,4 +1,4 @@
-//! `BkConnection`: where and how to reach BlueKing (DESIGN §7).
+//! `BkConnection`: where and how to reach BlueKing (`docs/blueking.md`).
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -44,7 +44,8 @@ pub struct ProcessJobSpec {
     /// What to operate on. GSEKit `job_object`: `configfile` or `process`.
     pub job_object: JobObject,
 
-    /// The operation. GSEKit `job_action`. `diff` is accepted upstream though the seed omits it.
+    /// The operation. GSEKit `job_action`. `diff` is accepted by GSEKit though its API document
+    /// omits it.
     pub job_action: JobAction,
 
     /// The processes to act on, by id lists. GSEKit `scope`; wins over `expressionScope` when

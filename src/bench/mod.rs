@@ -104,7 +104,7 @@ pub struct BenchArgs {
     pub poll_max_seconds: f64,
     /// Creates (and bare-client object pipelines) in flight at once. The more requests the API
     /// server serves at once, the later its watch delivers each object, so the latency from an
-    /// object's creation to its BlueKing create grows with this (BENCHMARKS.md).
+    /// object's creation to its BlueKing create grows with this.
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,
     /// Give up on a run after this many seconds.
@@ -150,8 +150,8 @@ pub struct RunReport {
     /// From the create's answer to the bench's own watch seeing the object, p50 and p99: how
     /// late the API server's watch delivers it (the operator's watch is alike).
     pub watch_delay: (f64, f64),
-    /// The same and what follows from it, per kind (each kind has a watch of its own, and at
-    /// N = 5000 they lag by different amounts in one run, BENCHMARKS.md).
+    /// The same and what follows from it, per kind (each kind has a watch of its own, and under
+    /// load they can lag by different amounts in one run).
     pub by_kind: BTreeMap<&'static str, KindFigures>,
     /// Seconds from the simulated job's end to the bench seeing the final phase, p50.
     pub finish_p50: f64,
@@ -333,7 +333,7 @@ fn request_diff(before: &[Sample], after: &[Sample]) -> BTreeMap<String, f64> {
         } else {
             format!("{}/{sub}", s.label("resource"))
         };
-        // Kept as reported: 1.20 labels a GET of one custom resource LIST (see BENCHMARKS.md).
+        // Kept as reported: 1.20 labels a GET of one custom resource LIST.
         format!("{} {res}", s.label("verb"))
     };
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
@@ -838,7 +838,7 @@ fn wait_cell(wait: Option<&(probe::Bucket, f64)>) -> String {
 
 /// Of several runs of one N, the one whose p99 object created → BlueKing create is the median
 /// (the lower one of an even count), with that p99 of every run in `created_p99_of_runs`: the
-/// latencies move between identical runs by more than most changes do (BENCHMARKS.md, Noise).
+/// latencies move between identical runs by more than most changes do.
 fn median_run(mut runs: Vec<RunReport>) -> Option<RunReport> {
     let all: Vec<f64> = runs.iter().map(|r| r.created_p99).collect();
     runs.sort_by(|a, b| a.created_p99.total_cmp(&b.created_p99));

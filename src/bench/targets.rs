@@ -9,7 +9,7 @@ use crate::controller::batch::BKFLOW_BATCH_WINDOW;
 
 /// Status writes per run allowed in steady state: the intent, the job id, the end.
 pub const MAX_STATUS_WRITES: f64 = 3.0;
-/// Seconds between two progress writes of one object (DESIGN §6: "no more often than every ~10 s").
+/// Seconds between two progress writes of one object (no more often than every ~10 s).
 pub const PROGRESS_INTERVAL_SECS: f64 = 10.0;
 /// BlueKing creates per run allowed.
 pub const MAX_CREATES: f64 = 1.0;
@@ -355,8 +355,8 @@ mod tests {
         assert_eq!(met(&v, "p99 object created"), Some(false));
     }
 
-    /// The latency depends on how many creates the API server serves at once (BENCHMARKS.md),
-    /// so its target line says how many the run sent.
+    /// The latency depends on how many creates the API server serves at once, so its target
+    /// line says how many the run sent.
     #[test]
     fn the_latency_target_names_the_creates_in_flight() {
         let v = verdicts(

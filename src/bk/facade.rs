@@ -337,7 +337,7 @@ pub struct Searched {
 const SEARCH_MAX_DETAILS: usize = 10;
 
 // ---------------------------------------------------------------------------------------------
-// State mapping (bk-api.md §C)
+// State mapping (tables in docs/blueking-api.md)
 // ---------------------------------------------------------------------------------------------
 
 /// GSEKit `job_info.status`. Unknown states keep the job followed (Running).
@@ -546,7 +546,7 @@ fn value_mentions(v: &Value, key: &str) -> bool {
 }
 
 /// A create's rate-limit token, taken before the run's intent is written so that the create
-/// follows the intent at once (DESIGN §5: create only if the intent landed moments ago). Spent by
+/// follows the intent at once (a create is made only right after its intent landed). Spent by
 /// [`BkClient::submit_with`]; dropped unused (the intent was refused), it is lost, as a call is.
 #[must_use = "a ticket is spent by submit_with"]
 #[derive(Debug)]

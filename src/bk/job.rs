@@ -314,7 +314,7 @@ pub enum HostOutcome {
     Ignored,
 }
 
-/// Classifies a per-host `status` (bk-api.md §C JOB): 9 and 3 succeeded, 7 running,
+/// Classifies a per-host `status`: 9 and 3 succeeded, 7 running,
 /// 5 waiting, 403 force-terminated (counted as ignored), everything else failed.
 pub fn host_outcome(status: Option<i64>) -> HostOutcome {
     match status {

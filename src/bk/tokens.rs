@@ -1,14 +1,14 @@
 //! A connection's rate limit, with the calls that move a job ahead of reads.
 //!
 //! Every call takes a token of the connection's bucket (`rateLimit.qps`, `burst`). With the
-//! default 10 calls/s a hundred running jobs ask for more polls than that; when every waiter
-//! raced for each token, a new job's create (its intent already written) or start waited behind
-//! that crowd by chance: 41 s at p99 with N = 100 at the default limit (BENCHMARKS.md). Now
-//! creates and operations on a job (start, revoke, terminate) wait first in, first out among
-//! themselves, reads first in, first out among themselves, and a read takes a token only when
-//! no such call is waiting, or once it has waited [`READ_DEFERRAL`]: then it races the one
-//! waiting create for the next token, so that a long stream of creates (thousands applied at
-//! once at 10 calls/s) slows the polls of running jobs without stopping them.
+//! default 10 calls/s a hundred running jobs ask for more polls than that; were every waiter to
+//! race for each token, a new job's create or start would wait behind that crowd by chance, for
+//! as long as luck has it. So creates and operations on a job (start, revoke, terminate) wait
+//! first in, first out among themselves, reads first in, first out among themselves, and a read
+//! takes a token only when no such call is waiting, or once it has waited [`READ_DEFERRAL`]: then
+//! it races the one waiting create for the next token, so that a long stream of creates
+//! (thousands applied at once at 10 calls/s) slows the polls of running jobs without stopping
+//! them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -8,9 +8,9 @@
 //!
 //! Each Event is published by a fresh [`Recorder`], as kube's documentation intends (one per
 //! reconcile). A long-lived one keeps every Event it published for six minutes, to aggregate
-//! repeats into a series, and scans them all on each publish: 15 000 Events at N = 5 000
-//! (BENCHMARKS.md). The operator's Events do not repeat (one per phase
-//! change, naming the object's resourceVersion), so that cache never aggregated anything.
+//! repeats into a series, and scans them all on each publish: under a burst, thousands. The
+//! operator's Events do not repeat (one per phase change, naming the object's resourceVersion),
+//! so that cache would never aggregate anything.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -61,7 +61,7 @@ impl KindName for ExecuteJob {
 /// Reconciles that follow a job already running upstream (polls, starts, cancels) have a lane of
 /// their own, so that new objects never queue behind them: during a burst of thousands the
 /// follow-ups of the first ones would otherwise take the slots the later ones' submissions wait
-/// for (BENCHMARKS.md).
+/// for.
 struct Slots {
     decide: tokio::sync::Semaphore,
     follow: tokio::sync::Semaphore,

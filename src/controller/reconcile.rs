@@ -57,14 +57,13 @@ impl Error {
 /// delivers that write; the bound covers someone else writing status meanwhile.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(30);
 /// How soon a reconcile waiting for the cache looks again: a quarter of the wait so far, within
-/// these bounds. A lag of seconds is looked at a few times, not four times a second (at N = 5000
-/// that was 67 looks per object, each decoding the cached status).
+/// these bounds. A lag of seconds is looked at a few times, not four times a second (each look
+/// decodes the cached status).
 pub const CACHE_CATCH_UP_STEPS: (Duration, Duration) =
     (Duration::from_millis(250), Duration::from_secs(2));
 /// How long a status write of mere progress waits after the object's last status write of any
 /// kind: the id write already says the job runs, so the first poll's counts wait too (under a
-/// burst of submissions they would otherwise add a write per object to a saturated API server,
-/// BENCHMARKS.md).
+/// burst of submissions they would otherwise add a write per object to a saturated API server).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a record of a create's job id is retried before the run is left to be resolved.
 const ID_WRITE_BUDGET: Duration = Duration::from_secs(120);
@@ -133,9 +132,9 @@ pub fn poll_interval(ctx: &Context, run: &RunStatus) -> Duration {
 /// A busy API server's watch lags the operator's own writes by seconds. Deciding on the older
 /// copy would repeat polls and starts and then lose the write to a conflict. A person's edit
 /// since (spec, annotations) leaves that status as it is, so it does not hold the wait up. This
-/// runs before the reconcile takes one of its kind's slots: at N = 5000 the objects waiting for
-/// the cache came back 20 times each and, holding slots, queued the new submissions behind them
-/// (BENCHMARKS.md).
+/// runs before the reconcile takes one of its kind's slots: objects waiting for the cache come
+/// back many times under a burst, and holding slots they would queue new submissions behind
+/// them.
 pub async fn behind_own_write(
     ctx: &Context,
     kind: &'static str,
@@ -657,21 +656,22 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         };
 
         // The create's rate-limit token is taken before the intent, so that the create follows
-        // the intent at once (DESIGN §5: "only if the intent write landed moments ago"). Waited
-        // for after the intent, at the default 10 calls/s and thousands of jobs at once it took
-        // up to a minute, and an operator stopped in that minute (a rolling update) left each of
-        // those runs Submitting with no job: `Unknown`, for a person to resolve, once restarted.
+        // the intent at once (a create is made only right after its intent landed). Waited
+        // for after the intent, the token can take as long as the limit and the crowd of jobs
+        // make it (minutes, for thousands of jobs at the default limit), and an operator stopped
+        // in that wait (a rolling update) leaves each such run Submitting with no job: `Unknown`,
+        // for a person to resolve, once restarted.
         let ticket = match &request {
             Some(_) => Some(conn.client.create_ticket().await),
             None => None,
         };
 
-        // The fence (DESIGN §5): the intent is written only if the object is still at the
+        // The fence: the intent is written only if the object is still at the
         // resourceVersion this decision was made on. The API server compares and swaps, so a
         // write that lands proves the cached copy was the current object; a stale cache, a
         // person's edit or another operator makes it fail with 409, and no call is made.
-        // (DESIGN §5 reads the object fresh first; that only narrows the window for a conflict,
-        // and it costs a request per submission on a busy API server, see BENCHMARKS.md.)
+        // (Reading the object fresh first would only narrow the window for a conflict, at a
+        // request per submission on a busy API server.)
         let generation = self.generation;
         let trigger = Self::trigger(&self.obj);
         let now = Utc::now();

@@ -1,6 +1,6 @@
 //! A local Kubernetes control plane: a real `etcd` and `kube-apiserver` on loopback.
 //!
-//! Tests and `bkops demo` run the operator against this, not a mock (DESIGN §10). Nothing else runs:
+//! Tests and `bkops demo` run the operator against this, not a mock. Nothing else runs:
 //! no controller-manager, no scheduler, no kubelet. So pods never start, and a deleted namespace stays
 //! `Terminating` (the namespace controller lives in the controller-manager).
 //!

@@ -1,4 +1,4 @@
-//! The run lifecycle (DESIGN §3–§6), written once for the four kinds.
+//! The run lifecycle, written once for the four kinds (`docs/architecture.md`).
 //!
 //! [`decide`] is pure: from the object and the clock it picks one [`Decision`]. The controller
 //! carries it out (Kubernetes writes, BlueKing calls) and reports with [`status`].

@@ -1,5 +1,5 @@
 //! What an unclear create became: a pure choice over what the search of the system's job list
-//! found (DESIGN §5 point 5 in the project's docs: `docs/troubleshooting.md`, "Unknown").
+//! found (`docs/architecture.md`, "Exactly once"; for people: `docs/troubleshooting.md`).
 //!
 //! A candidate must be this run's job, never merely a job of the same creator and time:
 //! - where the system keeps the run key (GSEKit `extra_data`, BKFlow task name), only a job

@@ -1,5 +1,5 @@
 //! The BlueKing simulator: GSEKit, BKFlow, NodeMan and JOB on one local port, faithful to the
-//! upstream behaviour described in `docs/bk-api.md`.
+//! upstream behaviour described in `docs/blueking-api.md`.
 //!
 //! Tests and the demo run the operator against it over real HTTP. One listener serves:
 //!
