@@ -74,3 +74,21 @@ pub fn write_dir(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBu
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crds_list_the_job_kinds_of_the_kind_table_in_its_order() {
+        let job_crds: Vec<String> = CrdKind::ALL
+            .iter()
+            .filter(|k| **k != CrdKind::BkConnection)
+            .map(|k| k.crd().spec.names.kind)
+            .collect();
+        assert_eq!(job_crds, crate::run::kinds::JOB_KIND_NAMES);
+        for (kind, entry) in CrdKind::ALL.iter().zip(crate::run::kinds::JOB_KINDS) {
+            assert_eq!(kind.crd(), (entry.crd)(), "{}", entry.name);
+        }
+    }
+}

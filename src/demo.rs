@@ -129,13 +129,7 @@ impl Twist {
 
 /// The system a job kind talks to.
 fn system_of(kind: &str) -> Option<System> {
-    match kind {
-        "ProcessJob" => Some(System::Gsekit),
-        "Taskflow" => Some(System::Bkflow),
-        "AgentJob" => Some(System::Nodeman),
-        "ExecuteJob" => Some(System::Job),
-        _ => None,
-    }
+    crate::run::kinds::job_kind(kind).map(|k| k.system.into())
 }
 
 /// A system's name for people.

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 /// The time `os.time()`/`os.date()` report to the scripts: 2025-03-04T05:06:07Z.
 const FIXED_TIME: i64 = 1_741_064_767;
-const KINDS: [&str; 4] = ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"];
+const KINDS: [&str; 4] = bkops::run::kinds::JOB_KIND_NAMES;
 const ACTIONS: [&str; 4] = ["cancel", "rerun", "resume", "suspend"];
 /// The base library as the scripts see it: no `load`, `loadstring`, `dofile`, `setfenv`, ...
 const BASE: [&str; 17] = [

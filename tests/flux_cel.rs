@@ -35,7 +35,7 @@ use cel::objects::{Key, Map};
 use cel::{Context, ExecutionError, Program, Value as Cel};
 use serde_json::{Value, json};
 
-const KINDS: [&str; 4] = ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"];
+const KINDS: [&str; 4] = bkops::run::kinds::JOB_KIND_NAMES;
 const API_VERSION: &str = "bkops.io/v1alpha1";
 /// The three expressions in the order kustomize-controller evaluates them.
 const FIELDS: [&str; 3] = ["inProgress", "failed", "current"];

@@ -4,33 +4,26 @@
 use kube::api::ApiResource;
 use serde_json::{Value, json};
 
-use crate::api::{AgentJob, BkConnection, ExecuteJob, ProcessJob, Taskflow};
+use crate::api::{BkConnection, ExecuteJob};
 use crate::sim::System;
 
 /// The four job kinds, in the order objects cycle through them.
-pub const KINDS: [&str; 4] = ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"];
+pub const KINDS: [&str; 4] = crate::run::kinds::JOB_KIND_NAMES;
 
 /// BKFlow spaces the Taskflows spread over (polls should grow with these, not with tasks).
 pub const BKFLOW_SPACES: [i64; 2] = [1, 2];
 
-/// The API resource of a job kind.
+/// The API resource of a job kind (one of [`KINDS`]; anything else reads as an ExecuteJob).
 pub fn resource(kind: &str) -> ApiResource {
-    match kind {
-        "ProcessJob" => ApiResource::erase::<ProcessJob>(&()),
-        "Taskflow" => ApiResource::erase::<Taskflow>(&()),
-        "AgentJob" => ApiResource::erase::<AgentJob>(&()),
-        _ => ApiResource::erase::<ExecuteJob>(&()),
+    match crate::run::kinds::job_kind(kind) {
+        Some(k) => (k.resource)(),
+        None => ApiResource::erase::<ExecuteJob>(&()),
     }
 }
 
-/// The BlueKing system a job kind submits to.
+/// The BlueKing system a job kind submits to (one of [`KINDS`]).
 pub fn system(kind: &str) -> System {
-    match kind {
-        "ProcessJob" => System::Gsekit,
-        "Taskflow" => System::Bkflow,
-        "AgentJob" => System::Nodeman,
-        _ => System::Job,
-    }
+    crate::run::kinds::job_kind(kind).map_or(System::Job, |k| k.system.into())
 }
 
 /// Object `i` of the workload: its kind, name and manifest.
@@ -127,20 +120,8 @@ mod tests {
             let (kind, name, manifest) = job(i);
             let mut obj = manifest.clone();
             obj["metadata"]["namespace"] = json!("ns");
-            let errors = match kind {
-                "ProcessJob" => crate::run::JobKind::validate_spec(
-                    &serde_json::from_value::<ProcessJob>(obj).expect("ProcessJob"),
-                ),
-                "Taskflow" => crate::run::JobKind::validate_spec(
-                    &serde_json::from_value::<Taskflow>(obj).expect("Taskflow"),
-                ),
-                "AgentJob" => crate::run::JobKind::validate_spec(
-                    &serde_json::from_value::<AgentJob>(obj).expect("AgentJob"),
-                ),
-                _ => crate::run::JobKind::validate_spec(
-                    &serde_json::from_value::<ExecuteJob>(obj).expect("ExecuteJob"),
-                ),
-            };
+            let kind = crate::run::kinds::job_kind(kind).expect("a job kind");
+            let errors = (kind.validate)(obj).expect("reads as its kind");
             assert!(errors.is_empty(), "{name}: {errors}");
         }
     }

@@ -35,23 +35,6 @@ use reconcile::{Error, Reconciler};
 
 pub use context::{Context, LeaderElection, OperatorConfig, default_identity};
 
-/// What the reconcile of one kind needs to know about it.
-trait KindName {
-    const NAME: &'static str;
-}
-impl KindName for ProcessJob {
-    const NAME: &'static str = "ProcessJob";
-}
-impl KindName for Taskflow {
-    const NAME: &'static str = "Taskflow";
-}
-impl KindName for AgentJob {
-    const NAME: &'static str = "AgentJob";
-}
-impl KindName for ExecuteJob {
-    const NAME: &'static str = "ExecuteJob";
-}
-
 /// The reconciles of one kind, in two lanes of at most `concurrency` each, each taken in the order
 /// its reconciles became due. kube-runtime's own limit picks the next among the due objects in
 /// hash order, so under a backlog (thousands applied at once) some waited far longer than
@@ -119,7 +102,7 @@ impl Lane {
     }
 }
 
-async fn reconcile<K: JobKind + KindName>(
+async fn reconcile<K: JobKind>(
     obj: Arc<CachedObject>,
     ctx: Arc<Context>,
     slots: Arc<Slots>,
@@ -176,7 +159,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 
 /// A reconcile that panicked: counted, logged and told on the object as a Warning Event. The
 /// status is left alone: it may describe a job in flight, which the next reconcile follows.
-fn report_panic<K: JobKind + KindName>(ctx: &Context, obj: &CachedObject, text: &str) {
+fn report_panic<K: JobKind>(ctx: &Context, obj: &CachedObject, text: &str) {
     ctx.metrics
         .reconciles
         .get_or_create(&ReconcileLabels {
@@ -212,7 +195,7 @@ fn report_panic<K: JobKind + KindName>(ctx: &Context, obj: &CachedObject, text: 
     );
 }
 
-async fn reconcile_one<K: JobKind + KindName>(
+async fn reconcile_one<K: JobKind>(
     obj: Arc<CachedObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
@@ -319,7 +302,7 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &CachedObject, error: 
     }
 }
 
-fn error_policy<K: KindName>(_obj: Arc<CachedObject>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: JobKind>(_obj: Arc<CachedObject>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconciles
         .get_or_create(&ReconcileLabels {
@@ -352,7 +335,7 @@ fn trigger_hash(obj: &CachedObject) -> Option<u64> {
     Some(h.finish())
 }
 
-async fn run_kind<K: JobKind + KindName>(
+async fn run_kind<K: JobKind>(
     ctx: Arc<Context>,
     ns: Option<String>,
     token: CancellationToken,

@@ -9,7 +9,7 @@ use serde_json::Value;
 pub const APPLY_MANAGER: &str = "bkops-demo";
 
 /// The four job kinds, by manifest `kind`.
-pub const JOB_KINDS: [&str; 4] = ["ProcessJob", "Taskflow", "AgentJob", "ExecuteJob"];
+pub const JOB_KINDS: [&str; 4] = crate::run::kinds::JOB_KIND_NAMES;
 
 /// Why a manifest could not be read or applied.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +50,12 @@ pub fn documents(yaml: &str) -> Result<Vec<Value>, ManifestError> {
 
 /// The API resource of a manifest `kind`: the four job kinds, `BkConnection` and `Secret`.
 pub fn api_resource(kind: &str) -> Option<ApiResource> {
-    use crate::api::{AgentJob, BkConnection, ExecuteJob, ProcessJob, Taskflow};
+    use crate::api::BkConnection;
     use k8s_openapi::api::core::v1::Secret;
+    if let Some(k) = crate::run::kinds::job_kind(kind) {
+        return Some((k.resource)());
+    }
     Some(match kind {
-        "ProcessJob" => ApiResource::erase::<ProcessJob>(&()),
-        "Taskflow" => ApiResource::erase::<Taskflow>(&()),
-        "AgentJob" => ApiResource::erase::<AgentJob>(&()),
-        "ExecuteJob" => ApiResource::erase::<ExecuteJob>(&()),
         "BkConnection" => ApiResource::erase::<BkConnection>(&()),
         "Secret" => ApiResource::erase::<Secret>(&()),
         _ => return None,

@@ -30,6 +30,61 @@ pub struct Defaults {
 #[error("{0}")]
 pub struct MappingError(pub String);
 
+/// One job kind in the table every list of kinds derives from (the controllers, the CRDs, the
+/// demo, the bench, the tests).
+#[derive(Clone, Copy, Debug)]
+pub struct KindEntry {
+    /// The manifest `kind`.
+    pub name: &'static str,
+    /// The system it submits to.
+    pub system: System,
+    /// Its API resource.
+    pub resource: fn() -> kube::api::ApiResource,
+    /// Its CustomResourceDefinition.
+    pub crd: fn() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    /// The problems of a manifest of this kind, as the operator reports them (`Err` when it
+    /// does not read as the kind).
+    pub validate: fn(Value) -> Result<FieldErrors, String>,
+}
+
+const fn entry<K: JobKind + kube::CustomResourceExt>() -> KindEntry {
+    KindEntry {
+        name: K::NAME,
+        system: K::SYSTEM,
+        resource: || kube::api::ApiResource::erase::<K>(&()),
+        crd: K::crd,
+        validate: |v| {
+            serde_path_to_error::deserialize::<_, K>(v)
+                .map(|k| k.validate_spec())
+                .map_err(|e| e.to_string())
+        },
+    }
+}
+
+/// The four job kinds, in the order they are listed everywhere.
+pub const JOB_KINDS: [KindEntry; 4] = [
+    entry::<ProcessJob>(),
+    entry::<Taskflow>(),
+    entry::<AgentJob>(),
+    entry::<ExecuteJob>(),
+];
+
+/// The job kinds' manifest names, in table order.
+pub const JOB_KIND_NAMES: [&str; 4] = {
+    let mut names = [""; 4];
+    let mut i = 0;
+    while i < JOB_KINDS.len() {
+        names[i] = JOB_KINDS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The entry of the job kind named `name`.
+pub fn job_kind(name: &str) -> Option<&'static KindEntry> {
+    JOB_KINDS.iter().find(|k| k.name == name)
+}
+
 /// One job kind: its system, its shared fields, and the mapping to BlueKing calls. The
 /// lifecycle in [`crate::run`] is written once against this trait.
 pub trait JobKind:
@@ -44,6 +99,8 @@ pub trait JobKind:
 {
     /// The BlueKing system the kind talks to.
     const SYSTEM: System;
+    /// The manifest `kind`.
+    const NAME: &'static str;
 
     /// The fields every kind shares.
     fn common(&self) -> &CommonSpec;
@@ -135,6 +192,7 @@ macro_rules! common_impl {
 
 impl JobKind for ProcessJob {
     const SYSTEM: System = System::Gsekit;
+    const NAME: &'static str = "ProcessJob";
     common_impl!();
 
     fn create_request(&self, key: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
@@ -202,6 +260,7 @@ impl Taskflow {
 
 impl JobKind for Taskflow {
     const SYSTEM: System = System::Bkflow;
+    const NAME: &'static str = "Taskflow";
     common_impl!();
 
     fn two_phase(&self) -> bool {
@@ -267,6 +326,7 @@ impl JobKind for Taskflow {
 
 impl JobKind for AgentJob {
     const SYSTEM: System = System::Nodeman;
+    const NAME: &'static str = "AgentJob";
     common_impl!();
 
     fn create_request(&self, _: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
@@ -347,6 +407,7 @@ impl ExecuteJob {
 
 impl JobKind for ExecuteJob {
     const SYSTEM: System = System::Job;
+    const NAME: &'static str = "ExecuteJob";
     common_impl!();
 
     fn two_phase(&self) -> bool {

@@ -59,6 +59,17 @@ pub enum System {
     Job,
 }
 
+impl From<crate::bk::System> for System {
+    fn from(s: crate::bk::System) -> Self {
+        match s {
+            crate::bk::System::Gsekit => System::Gsekit,
+            crate::bk::System::Bkflow => System::Bkflow,
+            crate::bk::System::Nodeman => System::Nodeman,
+            crate::bk::System::Job => System::Job,
+        }
+    }
+}
+
 impl System {
     /// All systems, in a fixed order.
     pub const ALL: [System; 4] = [System::Gsekit, System::Bkflow, System::Nodeman, System::Job];
