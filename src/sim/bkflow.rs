@@ -13,10 +13,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Local};
 use serde_json::{Map, Value, json};
 
-use super::control::JobView;
-use super::gsekit::{mode_str, parse_time};
-use super::handlers::{Op, Reply, Req, get_i64, get_str, get_u64, get_u64_list, hex_id};
+use super::api::JobView;
 use super::model::{Run, TargetState, World};
+use super::wire::{Op, Reply, Req, get_i64, get_str, get_u64, get_u64_list, hex_id};
 use super::{SimConfig, System};
 
 /// A BKFlow task.
@@ -521,8 +520,8 @@ pub(crate) fn list(w: &mut World, config: &SimConfig, req: &Req, now: Instant) -
     let template = get_u64(p, "template_id").ok().flatten();
     let scope_type = get_str(p, "scope_type");
     let scope_value = get_str(p, "scope_value");
-    let start = get_str(p, "create_at_start").and_then(|s| parse_time(&s));
-    let end = get_str(p, "create_at_end").and_then(|s| parse_time(&s));
+    let start = get_str(p, "create_at_start").and_then(|s| super::wire::parse_time(&s));
+    let end = get_str(p, "create_at_end").and_then(|s| super::wire::parse_time(&s));
     let mut rows: Vec<&FlowTask> = w
         .flow
         .values()
@@ -577,7 +576,7 @@ pub(crate) fn views(w: &mut World, now: Instant) -> Vec<JobView> {
             id: t.id,
             state: root_state(t, now).to_string(),
             started: t.run.clock.started.is_some(),
-            mode: mode_str(t.run.mode),
+            mode: super::wire::mode_str(t.run.mode),
             created_at: t.run.created_wall.to_rfc3339(),
             finished_at: t.run.planned_end(),
             created: t.run.request.clone(),

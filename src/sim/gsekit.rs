@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local};
 use serde_json::{Map, Value, json};
 
-use super::control::JobView;
-use super::handlers::{Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u64_list, page};
-use super::model::{Mode, Run, TargetState, World};
+use super::api::JobView;
+use super::model::{Run, TargetState, World};
+use super::wire::{Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u64_list, page};
 use super::{SimConfig, System};
 
 const VALIDATION: &str = "4100001";
@@ -289,7 +289,7 @@ fn job_info(job: &GseJob, now: Instant) -> Value {
         "is_ready": is_ready(job, now),
         "start_time": fmt_time(job.run.created_wall),
         "end_time": end.and_then(|d| job.run.wall_at(d)).map(fmt_time),
-        "pipeline_id": if is_ready(job, now) { json!(super::handlers::hex_id('p', job.id, 0)) } else { json!("") },
+        "pipeline_id": if is_ready(job, now) { json!(super::wire::hex_id('p', job.id, 0)) } else { json!("") },
         "task_granularity": "process",
         "extra_data": job.extra_data,
         "bk_app_code": job.app_code,
@@ -323,7 +323,7 @@ fn task_item(job: &GseJob, i: usize, now: Instant) -> Value {
         "err_code": err_code,
         "start_time": (state != TargetState::Pending).then(|| job.run.wall_at(start).map(fmt_time)).flatten(),
         "end_time": state.is_done().then(|| job.run.wall_at(end).map(fmt_time)).flatten(),
-        "pipeline_id": super::handlers::hex_id('p', job.id, i as u64 + 1),
+        "pipeline_id": super::wire::hex_id('p', job.id, i as u64 + 1),
         "extra_data": {
             "failed_reason": failed_reason,
             "err_code": err_code,
@@ -453,7 +453,7 @@ pub(crate) fn list(w: &mut World, req: &Req, now: Instant) -> Reply {
     let created_by = get_str(p, "created_by");
     let object = get_str(p, "job_object");
     let action = get_str(p, "job_action");
-    let since = get_str(p, "start_time__gte").and_then(|s| parse_time(&s));
+    let since = get_str(p, "start_time__gte").and_then(|s| super::wire::parse_time(&s));
     let mut rows: Vec<&GseJob> = w
         .gse
         .values()
@@ -471,19 +471,6 @@ pub(crate) fn list(w: &mut World, req: &Req, now: Instant) -> Reply {
     })))
 }
 
-/// Accepts `YYYY-MM-DD HH:MM:SS` (local) or RFC 3339.
-pub(crate) fn parse_time(s: &str) -> Option<DateTime<Local>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Local));
-    }
-    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%z") {
-        return Some(t.with_timezone(&Local));
-    }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-        .ok()
-        .and_then(|n| n.and_local_timezone(Local).single())
-}
-
 pub(crate) fn views(w: &mut World, now: Instant) -> Vec<JobView> {
     w.gse
         .values()
@@ -492,14 +479,10 @@ pub(crate) fn views(w: &mut World, now: Instant) -> Vec<JobView> {
             id: j.id,
             state: job_status(j, now).0.to_string(),
             started: true,
-            mode: mode_str(j.run.mode),
+            mode: super::wire::mode_str(j.run.mode),
             created_at: j.run.created_wall.to_rfc3339(),
             finished_at: j.run.planned_end(),
             created: j.run.request.clone(),
         })
         .collect()
-}
-
-pub(crate) fn mode_str(m: Mode) -> String {
-    m.as_str().to_string()
 }

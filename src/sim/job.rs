@@ -16,10 +16,9 @@ use std::time::Instant;
 use chrono::{DateTime, Local};
 use serde_json::{Value, json};
 
-use super::control::JobView;
-use super::gsekit::mode_str;
-use super::handlers::{Op, Reply, Req, get_bool, get_i64, get_str, get_u64};
+use super::api::JobView;
 use super::model::{Progress, Run, TargetState, World};
+use super::wire::{Op, Reply, Req, get_bool, get_i64, get_str, get_u64};
 use super::{SimConfig, System};
 
 const ILLEGAL_PARAM: i64 = 1241002;
@@ -644,7 +643,7 @@ pub(crate) fn views(w: &mut World, _config: &SimConfig, now: Instant) -> Vec<Job
             id: j.id,
             state: raw_status(j, now).to_string(),
             started: j.run.clock.started.is_some(),
-            mode: mode_str(j.run.mode),
+            mode: super::wire::mode_str(j.run.mode),
             created_at: j.run.created_wall.to_rfc3339(),
             finished_at: j.run.planned_end(),
             created: j.run.request.clone(),

@@ -22,11 +22,14 @@
 
 #![warn(missing_docs)]
 
+mod api;
 pub mod control;
 mod handlers;
 mod lenient;
 mod model;
 mod server;
+mod state;
+mod wire;
 
 mod bkflow;
 mod gsekit;
@@ -40,10 +43,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-pub use control::{
-    Behaviour, CallCounts, EndpointCount, FaultAction, FaultRule, JobView, PathCount, SimControl,
-    SystemSel,
+pub use api::{
+    Behaviour, CallCounts, EndpointCount, FaultAction, FaultRule, JobView, PathCount, SystemSel,
 };
+pub use control::SimControl;
 
 /// The four BlueKing systems the simulator serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local};
 use serde_json::Value;
 
-use super::control::{Behaviour, FaultRule, SystemSel};
+use super::api::{Behaviour, FaultRule, SystemSel};
 use super::{SimConfig, System};
 
 /// How a request reached the simulator.

@@ -12,12 +12,9 @@ use std::time::Instant;
 use chrono::{DateTime, Local};
 use serde_json::{Map, Value, json};
 
-use super::control::JobView;
-use super::gsekit::{mode_str, parse_time};
-use super::handlers::{
-    Op, Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u64_list, page,
-};
+use super::api::JobView;
 use super::model::{Run, TargetState, World};
+use super::wire::{Op, Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u64_list, page};
 use super::{SimConfig, System};
 
 const VALIDATION: i64 = 3800001;
@@ -455,8 +452,8 @@ pub(crate) fn list(w: &mut World, req: &Req, now: Instant) -> Reply {
     let statuses = get_str_list(p, "status");
     let ids = get_u64_list(p, "job_id").ok().flatten();
     let bizs = get_u64_list(p, "bk_biz_id").ok().flatten();
-    let start = get_str(p, "start_time").and_then(|s| parse_time(&s));
-    let end = get_str(p, "end_time").and_then(|s| parse_time(&s));
+    let start = get_str(p, "start_time").and_then(|s| super::wire::parse_time(&s));
+    let end = get_str(p, "end_time").and_then(|s| super::wire::parse_time(&s));
     let mut rows: Vec<Value> =
         w.nm.values()
             .filter(|j| {
@@ -517,7 +514,7 @@ pub(crate) fn views(w: &mut World, now: Instant) -> Vec<JobView> {
                 computed(j, now).1.to_string()
             },
             started: true,
-            mode: mode_str(j.run.mode),
+            mode: super::wire::mode_str(j.run.mode),
             created_at: j.run.created_wall.to_rfc3339(),
             finished_at: j.run.planned_end(),
             created: j.run.request.clone(),
