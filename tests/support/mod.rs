@@ -29,6 +29,8 @@
 
 pub mod chart_rbac;
 pub mod env;
+pub mod helm;
+pub mod lifecycle;
 
 use std::time::Duration;
 
