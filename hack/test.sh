@@ -22,6 +22,7 @@ if [[ -z "${KUBEBUILDER_ASSETS:-}" ]]; then
   bash hack/provision-control-plane.sh
 fi
 bash hack/provision-prometheus.sh  # promtool and prometheus for tests/prometheus.rs
+bash hack/provision-helm.sh # Helm's engine for tests/chart.rs and tests/rbac.rs
 # Provisioned above: a test that still finds nothing should fail at once, not build for 15 minutes.
 export BKOPS_NO_PROVISION=1
 

@@ -113,8 +113,18 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 impl RunArgs {
-    /// The operator configuration these flags describe.
+    /// The operator configuration these flags describe, with `POD_NAMESPACE` and `POD_NAME`
+    /// from the process environment.
     pub fn config(&self) -> anyhow::Result<OperatorConfig> {
+        self.config_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// [`RunArgs::config`] with the environment given as a lookup, so a test can build the
+    /// configuration a pod would get from its rendered environment.
+    pub fn config_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<OperatorConfig> {
         if self.concurrency == 0 {
             anyhow::bail!("--concurrency must be at least 1");
         }
@@ -130,7 +140,7 @@ impl RunArgs {
             namespace: self
                 .leader_election_namespace
                 .clone()
-                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .or_else(|| env("POD_NAMESPACE"))
                 .unwrap_or_else(|| "default".to_owned()),
             lease_name: self.lease_name.clone(),
             duration_secs: self.lease_seconds,
@@ -150,9 +160,9 @@ impl RunArgs {
             poll_max,
             leader_election,
             metrics_addr: Some(self.metrics_addr),
-            identity: std::env::var("POD_NAME")
+            identity: env("POD_NAME")
                 .map(|p| format!("{p}-{}", std::process::id()))
-                .unwrap_or_else(|_| default_identity()),
+                .unwrap_or_else(default_identity),
         })
     }
 }

@@ -27,8 +27,9 @@
 // Each test binary compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
-pub mod chart_rbac;
 pub mod env;
+pub mod helm;
+pub mod lifecycle;
 
 use std::time::Duration;
 
