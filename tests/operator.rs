@@ -1089,3 +1089,84 @@ async fn behind_a_tight_rate_limit_each_create_follows_its_intent_at_once() {
     );
     env.stop().await;
 }
+
+/// What bkops refuses itself, before any call, says so: `InvalidSpec` for a job type no NodeMan
+/// operate call runs, `ConnectionUnsupported` (naming the connection and what to change) for a
+/// call the connection cannot make. Never `SubmissionRejected`, which would send a person to
+/// BlueKing's logs for a call that was never made.
+#[tokio::test]
+async fn bkops_own_refusals_make_no_call_and_say_whose_they_are() {
+    let env = Env::start("refusals").await;
+    env.apply(&agent_job("debug", "").replace("RESTART_AGENT", "DEBUG_PLUGIN"))
+        .await;
+    env.apply(
+        &agent_job("push-config", "  pluginParams: {name: bkmonitorbeat}\n")
+            .replace("RESTART_AGENT", "PUSH_CONFIG_PLUGIN"),
+    )
+    .await;
+    env.apply(
+        "apiVersion: bkops.io/v1alpha1\nkind: ExecuteJob\nmetadata: {name: v2-gateway}\nspec:\n  connectionRef: {name: blueking}\n  jobApi: v2\n  bkBizId: 1\n  bkJobId: 100\n",
+    )
+    .await;
+    // A connection that reaches JOB through the ESB and nothing else.
+    let base = env.sim.base_url();
+    env.apply(&format!(
+        "apiVersion: bkops.io/v1alpha1\nkind: BkConnection\nmetadata: {{name: job-only}}\nspec:\n  esbUrl: \"{base}\"\n  job: {{mode: esb}}\n  bkflowSpaceId: 1\n  credentialsSecretRef: {{name: blueking-credentials}}\n"
+    ))
+    .await;
+    env.apply(&taskflow(
+        "no-bkflow",
+        "  connectionRef: {name: job-only}\n",
+    ))
+    .await;
+
+    let stalled = |s: &bkops::api::JobStatus| {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .expect("Stalled condition");
+        assert_eq!(c.status, "True");
+        (c.reason.clone(), s.message.clone().unwrap_or_default())
+    };
+    for name in ["debug", "push-config"] {
+        let o = env.wait_phase::<AgentJob>(name, Phase::Failed).await;
+        let (reason, message) = stalled(&status(&o));
+        assert_eq!(reason, "InvalidSpec", "{name}: {message}");
+        assert!(
+            message.contains("refused by bkops; nothing was sent to BlueKing")
+                && message.contains("spec.jobType")
+                && message.contains("NodeMan's operate calls do not run this job type"),
+            "{name}: {message}"
+        );
+        assert!(run_of(&o).job_id.is_none(), "{name}: no job");
+    }
+    let ns = env.ns.name().to_owned();
+    let v2 = env
+        .wait_phase::<ExecuteJob>("v2-gateway", Phase::Failed)
+        .await;
+    let (reason, message) = stalled(&status(&v2));
+    assert_eq!(reason, "ConnectionUnsupported", "{message}");
+    assert!(
+        message.contains(&format!("BkConnection \"{ns}/blueking\""))
+            && message.contains("bkops refused the run, nothing was sent to BlueKing")
+            && message.contains("jobApi: v3")
+            && message.contains("job mode is esb"),
+        "{message}"
+    );
+    let flow = env.wait_phase::<Taskflow>("no-bkflow", Phase::Failed).await;
+    let (reason, message) = stalled(&status(&flow));
+    assert_eq!(reason, "ConnectionUnsupported", "{message}");
+    assert!(
+        message.contains(&format!("BkConnection \"{ns}/job-only\""))
+            && message.contains("no endpoint for BKFlow")
+            && message.contains("nothing was sent to BlueKing"),
+        "{message}"
+    );
+    assert_eq!(
+        env.control.calls().await.unwrap().total,
+        0,
+        "no BlueKing call at all"
+    );
+    env.stop().await;
+}

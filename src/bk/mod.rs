@@ -35,7 +35,7 @@ pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth, Wa
 pub use error::{ApiError, BkError, CallInfo, CallKind, Code, ErrorClass, TransportFailure};
 pub use facade::{
     CancelOutcome, Candidate, CreateRequest, CreateTicket, FailedTarget, JobPhase, JobRef,
-    Progress, SearchQuery, SearchTarget, Submitted, Summary,
+    Progress, SearchQuery, SearchTarget, Submitted, Summary, Unsupported,
 };
 
 use transport::{Request, Transport};

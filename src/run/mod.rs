@@ -19,7 +19,7 @@ pub use kinds::{Defaults, JobKind};
 
 /// Reasons (CamelCase, stable: used in conditions, Events and alerts).
 pub mod reason {
-    /// The spec breaks a rule; nothing was submitted.
+    /// The spec breaks a rule; bkops refused it and sent nothing to BlueKing.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// `spec.suspend` holds back a new run.
     pub const SUSPENDED: &str = "Suspended";
@@ -38,8 +38,12 @@ pub mod reason {
     pub const SUBMISSION_NOT_FOUND: &str = "SubmissionNotFound";
     /// The create was not made (rate limit, quota, network before sending); it is tried again.
     pub const SUBMIT_DEFERRED: &str = "SubmitDeferred";
-    /// BlueKing refused the create; nothing ran.
+    /// BlueKing answered the create with a refusal; nothing ran. Only for BlueKing's answers:
+    /// what bkops refuses itself, before any call, is `InvalidSpec` or `ConnectionUnsupported`.
     pub const SUBMISSION_REJECTED: &str = "SubmissionRejected";
+    /// The job's connection cannot make its create call (no endpoint for the system, or JOB v2
+    /// through the API gateway); bkops refused it and sent nothing.
+    pub const CONNECTION_UNSUPPORTED: &str = "ConnectionUnsupported";
     /// BlueKing runs the job.
     pub const RUNNING: &str = "Running";
     /// A person must act in BlueKing.
@@ -54,6 +58,11 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// A failed job waits for its retry.
     pub const RETRY_BACKOFF: &str = "RetryBackoff";
+}
+
+/// The message of an `InvalidSpec` refusal: whose refusal it is, then the problems.
+pub fn invalid_spec_message(problems: &dyn std::fmt::Display) -> String {
+    format!("invalid spec, refused by bkops; nothing was sent to BlueKing: {problems}")
 }
 
 /// How long a deferred create waits before it is tried again.
@@ -300,7 +309,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             return Decision::Report {
                 phase: Phase::Failed,
                 reason: reason::INVALID_SPEC,
-                message: format!("invalid spec: {problems}"),
+                message: invalid_spec_message(&problems),
             };
         }
         if o.common.suspend == Some(true) {
