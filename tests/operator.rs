@@ -1170,3 +1170,40 @@ async fn bkops_own_refusals_make_no_call_and_say_whose_they_are() {
     );
     env.stop().await;
 }
+
+/// A Taskflow without `spec.name` is named after its object, up to 253 characters; BKFlow takes
+/// 128. The name is cut to fit, the run key kept whole: the run succeeds, and a create whose
+/// answer is lost is still found by its key (one create, adopted).
+#[tokio::test]
+async fn a_taskflow_with_the_longest_object_name_runs_and_is_found_by_its_key() {
+    let env = Env::start("long-name").await;
+    env.control
+        .add_fault(&FaultRule {
+            system: SystemSel::Bkflow,
+            endpoint: "create".into(),
+            action: FaultAction::CommitThenDrop,
+            times: Some(1),
+        })
+        .await
+        .unwrap();
+    let name = "t".repeat(253);
+    env.apply(&taskflow(&name, "  description: nightly\n"))
+        .await;
+    let t = env.wait_phase::<Taskflow>(&name, Phase::Succeeded).await;
+    let run = run_of(&t);
+    assert!(run.adopted, "found by its key after the lost answer");
+    assert_eq!(env.creates(System::Bkflow).await, 1);
+    let jobs = env.control.jobs().await.unwrap();
+    let task = jobs
+        .iter()
+        .find(|j| j.system == System::Bkflow && Some(j.id.to_string()) == run.job_id)
+        .expect("the task");
+    let sent = task.created["name"].as_str().unwrap();
+    assert_eq!(sent.chars().count(), 128, "{sent}");
+    assert!(sent.ends_with(&format!("… [bkops:{}]", run.key)), "{sent}");
+    assert_eq!(
+        task.created["description"], "nightly",
+        "the user's description, without the key"
+    );
+    env.stop().await;
+}
