@@ -85,8 +85,8 @@ pub struct RunArgs {
     #[arg(long, env = "BKOPS_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
     /// Seconds after its intent that an unclear create is searched for before the search
-    /// concludes: for GSEKit and BKFlow, that nothing was created (the run is submitted again);
-    /// for NodeMan and JOB, `Unknown` for a person. Never less than the connection's call timeout
+    /// concludes: for BKFlow, that nothing was created (the run is submitted again); for GSEKit,
+    /// NodeMan and JOB, `Unknown` for a person. Never less than the connection's call timeout
     /// plus 5 s. Keep it above the API gateway's backend timeouts (GSEKit 180 s, BKFlow 120 s
     /// upstream), or a create the gateway still carries out could land after the search.
     #[arg(long, env = "BKOPS_RESOLVE_GRACE_SECONDS", default_value_t = 240.0)]

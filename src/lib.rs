@@ -4,7 +4,8 @@
 //! knows nothing of Kubernetes, and the run lifecycle ([`run`]) sits between them; [`controller`]
 //! wires it to Kubernetes. [`sim`] is the BlueKing simulator and [`local`] the local control
 //! plane used by the tests and [`demo`] (`bkops demo`); [`bench`] is the load benchmark.
-//! [`output`] is how the commands print.
+//! [`output`] is how the commands print; [`limits`] holds the upstream length limits that both
+//! the CRD types and the run lifecycle follow.
 
 pub mod api;
 pub mod bench;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod demo;
+pub mod limits;
 pub mod local;
 pub mod output;
 pub mod run;

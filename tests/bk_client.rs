@@ -16,7 +16,7 @@ use bkops::bk::nodeman::{JobOperateRequest, PluginOperateRequest, PluginParams};
 use bkops::bk::{
     BkClient, BkError, CancelOutcome, ClientConfig, Code, CreateRequest, CreateTicket, Credentials,
     Endpoint, ErrorClass, JobPhase, JobRef, Mode, Progress, SearchQuery, SearchTarget, Secret,
-    UserAuth, WaitObserver,
+    System, Unsupported, UserAuth, WaitObserver,
 };
 use bkops::sim::{
     AppCredential, Behaviour, FaultAction, FaultRule, SimConfig, SimHandle, System as SimSystem,
@@ -551,12 +551,21 @@ async fn error_envelopes_classify() {
     let mut cfg = config(&sim, Mode::Gateway);
     cfg.bkflow = Some(Endpoint::esb(sim.base_url()));
     assert!(matches!(BkClient::new(cfg), Err(BkError::Config(_))));
-    // JOB v2 through the gateway: refused before sending.
-    let e = c
-        .submit(&CreateRequest::JobV2(job_v2_req()))
-        .await
-        .unwrap_err();
+    // JOB v2 through the gateway: known before sending, and refused before sending.
+    let v2 = CreateRequest::JobV2(job_v2_req());
+    assert_eq!(c.unsupported(&v2), Some(Unsupported::JobV2OverGateway));
+    assert_eq!(client(&sim, Mode::Esb).unsupported(&v2), None);
+    let e = c.submit(&v2).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Rejected, "{e}");
+    assert!(e.call().is_none(), "no call was made: {e}");
+    // A system the connection does not reach.
+    let mut cfg = config(&sim, Mode::Gateway);
+    cfg.gsekit = None;
+    let no_gsekit = BkClient::new(cfg).unwrap();
+    assert_eq!(
+        no_gsekit.unsupported(&CreateRequest::Gsekit(gsekit_req("k"))),
+        Some(Unsupported::NoEndpoint(System::Gsekit))
+    );
 }
 
 #[tokio::test]
@@ -674,6 +683,11 @@ async fn ambiguous_creates_are_found_by_search() {
                     biz_id: r.bk_biz_id,
                     job_object: Some(r.job_object.clone()),
                     job_action: Some(r.job_action.clone()),
+                    scope: r.scope.as_ref().map(|s| serde_json::to_value(s).unwrap()),
+                    expression_scope: r
+                        .expression_scope
+                        .as_ref()
+                        .map(|s| serde_json::to_value(s).unwrap()),
                 },
                 CreateRequest::BkflowTemplate { space_id, body } => SearchTarget::Bkflow {
                     space_id: *space_id,
@@ -733,9 +747,7 @@ async fn ambiguous_creates_are_found_by_search() {
             );
             if matches!(
                 req,
-                CreateRequest::BkflowTemplate { .. }
-                    | CreateRequest::BkflowTree { .. }
-                    | CreateRequest::Gsekit(_)
+                CreateRequest::BkflowTemplate { .. } | CreateRequest::BkflowTree { .. }
             ) {
                 assert!(found[0].key_matched, "{found:?}");
                 assert_eq!(keyed, 1, "{found:?}");

@@ -1089,3 +1089,121 @@ async fn behind_a_tight_rate_limit_each_create_follows_its_intent_at_once() {
     );
     env.stop().await;
 }
+
+/// What bkops refuses itself, before any call, says so: `InvalidSpec` for a job type no NodeMan
+/// operate call runs, `ConnectionUnsupported` (naming the connection and what to change) for a
+/// call the connection cannot make. Never `SubmissionRejected`, which would send a person to
+/// BlueKing's logs for a call that was never made.
+#[tokio::test]
+async fn bkops_own_refusals_make_no_call_and_say_whose_they_are() {
+    let env = Env::start("refusals").await;
+    env.apply(&agent_job("debug", "").replace("RESTART_AGENT", "DEBUG_PLUGIN"))
+        .await;
+    env.apply(
+        &agent_job("push-config", "  pluginParams: {name: bkmonitorbeat}\n")
+            .replace("RESTART_AGENT", "PUSH_CONFIG_PLUGIN"),
+    )
+    .await;
+    env.apply(
+        "apiVersion: bkops.io/v1alpha1\nkind: ExecuteJob\nmetadata: {name: v2-gateway}\nspec:\n  connectionRef: {name: blueking}\n  jobApi: v2\n  bkBizId: 1\n  bkJobId: 100\n",
+    )
+    .await;
+    // A connection that reaches JOB through the ESB and nothing else.
+    let base = env.sim.base_url();
+    env.apply(&format!(
+        "apiVersion: bkops.io/v1alpha1\nkind: BkConnection\nmetadata: {{name: job-only}}\nspec:\n  esbUrl: \"{base}\"\n  job: {{mode: esb}}\n  bkflowSpaceId: 1\n  credentialsSecretRef: {{name: blueking-credentials}}\n"
+    ))
+    .await;
+    env.apply(&taskflow(
+        "no-bkflow",
+        "  connectionRef: {name: job-only}\n",
+    ))
+    .await;
+
+    let stalled = |s: &bkops::api::JobStatus| {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .expect("Stalled condition");
+        assert_eq!(c.status, "True");
+        (c.reason.clone(), s.message.clone().unwrap_or_default())
+    };
+    for name in ["debug", "push-config"] {
+        let o = env.wait_phase::<AgentJob>(name, Phase::Failed).await;
+        let (reason, message) = stalled(&status(&o));
+        assert_eq!(reason, "InvalidSpec", "{name}: {message}");
+        assert!(
+            message.contains("refused by bkops; nothing was sent to BlueKing")
+                && message.contains("spec.jobType")
+                && message.contains("NodeMan's operate calls do not run this job type"),
+            "{name}: {message}"
+        );
+        assert!(run_of(&o).job_id.is_none(), "{name}: no job");
+    }
+    let ns = env.ns.name().to_owned();
+    let v2 = env
+        .wait_phase::<ExecuteJob>("v2-gateway", Phase::Failed)
+        .await;
+    let (reason, message) = stalled(&status(&v2));
+    assert_eq!(reason, "ConnectionUnsupported", "{message}");
+    assert!(
+        message.contains(&format!("BkConnection \"{ns}/blueking\""))
+            && message.contains("bkops refused the run, nothing was sent to BlueKing")
+            && message.contains("jobApi: v3")
+            && message.contains("job mode is esb"),
+        "{message}"
+    );
+    let flow = env.wait_phase::<Taskflow>("no-bkflow", Phase::Failed).await;
+    let (reason, message) = stalled(&status(&flow));
+    assert_eq!(reason, "ConnectionUnsupported", "{message}");
+    assert!(
+        message.contains(&format!("BkConnection \"{ns}/job-only\""))
+            && message.contains("no endpoint for BKFlow")
+            && message.contains("nothing was sent to BlueKing"),
+        "{message}"
+    );
+    assert_eq!(
+        env.control.calls().await.unwrap().total,
+        0,
+        "no BlueKing call at all"
+    );
+    env.stop().await;
+}
+
+/// A Taskflow without `spec.name` is named after its object, up to 253 characters; BKFlow takes
+/// 128. The name is cut to fit, the run key kept whole: the run succeeds, and a create whose
+/// answer is lost is still found by its key (one create, adopted).
+#[tokio::test]
+async fn a_taskflow_with_the_longest_object_name_runs_and_is_found_by_its_key() {
+    let env = Env::start("long-name").await;
+    env.control
+        .add_fault(&FaultRule {
+            system: SystemSel::Bkflow,
+            endpoint: "create".into(),
+            action: FaultAction::CommitThenDrop,
+            times: Some(1),
+        })
+        .await
+        .unwrap();
+    let name = "t".repeat(253);
+    env.apply(&taskflow(&name, "  description: nightly\n"))
+        .await;
+    let t = env.wait_phase::<Taskflow>(&name, Phase::Succeeded).await;
+    let run = run_of(&t);
+    assert!(run.adopted, "found by its key after the lost answer");
+    assert_eq!(env.creates(System::Bkflow).await, 1);
+    let jobs = env.control.jobs().await.unwrap();
+    let task = jobs
+        .iter()
+        .find(|j| j.system == System::Bkflow && Some(j.id.to_string()) == run.job_id)
+        .expect("the task");
+    let sent = task.created["name"].as_str().unwrap();
+    assert_eq!(sent.chars().count(), 128, "{sent}");
+    assert!(sent.ends_with(&format!("… [bkops:{}]", run.key)), "{sent}");
+    assert_eq!(
+        task.created["description"], "nightly",
+        "the user's description, without the key"
+    );
+    env.stop().await;
+}

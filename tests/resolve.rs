@@ -1,7 +1,7 @@
 //! What an unclear create becomes, against the real API server and the simulator: a run never
-//! adopts a job that belongs to another object; where the system keeps the run key (GSEKit,
-//! BKFlow) a create that made nothing is submitted again by itself; where it cannot (NodeMan,
-//! JOB) a job is adopted only when its content matches and no other object follows it.
+//! adopts a job that belongs to another object; where the system keeps the run key (BKFlow) a
+//! create that made nothing is submitted again by itself; where it cannot (GSEKit, NodeMan, JOB)
+//! a job is adopted only when its content matches and no other object follows it.
 
 mod support;
 
@@ -139,28 +139,25 @@ async fn an_unclear_create_never_adopts_another_objects_job() {
         .expect("Y applied");
 
     // Where the key is kept, Y finds no job with its key and submits again, by itself.
-    let yp: ProcessJob = wait_in(&other, "y", Phase::Succeeded).await;
     let yt: Taskflow = wait_in(&other, "y", Phase::Succeeded).await;
-    for (y, x) in [(run_of(&yp), run_of(&xp)), (run_of(&yt), run_of(&xt))] {
-        assert_ne!(y.job_id, x.job_id, "Y followed X's job");
-        assert!(!y.adopted, "Y's job is its own create: {y:?}");
-        assert_eq!(y.attempt, 2, "the second attempt submitted: {y:?}");
-    }
+    let (y, x) = (run_of(&yt), run_of(&xt));
+    assert_ne!(y.job_id, x.job_id, "Y followed X's job");
+    assert!(!y.adopted, "Y's job is its own create: {y:?}");
+    assert_eq!(y.attempt, 2, "the second attempt submitted: {y:?}");
     let notes = events_about(&other, "y", "SubmissionNotFound").await;
     assert_eq!(
         notes.len(),
-        2,
-        "one SubmissionNotFound per keyed kind: {notes:?}"
+        1,
+        "the Taskflow's SubmissionNotFound: {notes:?}"
     );
-    assert!(
-        notes.iter().all(|n| n.contains("nothing was created")),
-        "{notes:?}"
-    );
+    assert!(notes[0].contains("nothing was created"), "{notes:?}");
 
     // Where it is not, Y's search sees X's job (same creator, same time) and never takes it.
+    let yp: ProcessJob = wait_in(&other, "y", Phase::Unknown).await;
     let ya: AgentJob = wait_in(&other, "y", Phase::Unknown).await;
     let ye: ExecuteJob = wait_in(&other, "y", Phase::Unknown).await;
     for (message, x) in [
+        (status(&yp).message.unwrap_or_default(), run_of(&xp)),
         (status(&ya).message.unwrap_or_default(), run_of(&xa)),
         (status(&ye).message.unwrap_or_default(), run_of(&xe)),
     ] {
@@ -174,13 +171,11 @@ async fn an_unclear_create_never_adopts_another_objects_job() {
             "{message}"
         );
     }
-    assert!(run_of(&ya).job_id.is_none() && run_of(&ye).job_id.is_none());
+    for run in [run_of(&yp), run_of(&ya), run_of(&ye)] {
+        assert!(run.job_id.is_none(), "{run:?}");
+    }
 
-    assert_eq!(
-        env.creates(System::Gsekit).await,
-        3,
-        "X's, Y's lost one, Y's own"
-    );
+    assert_eq!(env.creates(System::Gsekit).await, 2, "X's and Y's lost one");
     assert_eq!(
         env.creates(System::Bkflow).await,
         3,
@@ -193,7 +188,7 @@ async fn an_unclear_create_never_adopts_another_objects_job() {
     );
     assert_eq!(env.creates(System::Job).await, 2, "X's and Y's lost one");
     let jobs = env.control.jobs().await.expect("jobs");
-    assert_eq!(jobs.len(), 6, "X's four and Y's two: {jobs:?}");
+    assert_eq!(jobs.len(), 5, "X's four and Y's Taskflow: {jobs:?}");
     env.stop().await;
     other.delete().await;
 }
@@ -241,21 +236,21 @@ async fn a_crash_between_intent_and_create_is_submitted_again_once() {
         .expect("intent written");
     }
     env.start_operator().await;
-    let p = env
-        .wait_phase::<ProcessJob>("crash", Phase::Succeeded)
-        .await;
+    // BKFlow keeps the run key: no task carries it, so nothing was created; submitted again.
     let t = env.wait_phase::<Taskflow>("crash", Phase::Succeeded).await;
-    for run in [run_of(&p), run_of(&t)] {
-        assert_eq!(run.attempt, 2, "{run:?}");
-        assert!(!run.adopted);
-    }
-    assert_eq!(env.creates(System::Gsekit).await, 1, "one create in all");
+    let run = run_of(&t);
+    assert_eq!(run.attempt, 2, "{run:?}");
+    assert!(!run.adopted);
     assert_eq!(env.creates(System::Bkflow).await, 1, "one create in all");
+    let notes = events_about(&env.ns, "crash", "SubmissionNotFound").await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    // GSEKit does not keep it: finding no job proves nothing, so a person decides.
+    let p = env.wait_phase::<ProcessJob>("crash", Phase::Unknown).await;
+    assert!(run_of(&p).job_id.is_none());
     assert_eq!(
-        events_about(&env.ns, "crash", "SubmissionNotFound")
-            .await
-            .len(),
-        2
+        env.creates(System::Gsekit).await,
+        0,
+        "never submitted on a guess"
     );
     env.stop().await;
 }
@@ -263,39 +258,44 @@ async fn a_crash_between_intent_and_create_is_submitted_again_once() {
 #[tokio::test]
 async fn a_lost_answer_among_other_jobs_of_the_same_creator_is_found() {
     let env = Env::start("resolve-lost").await;
-    // Other jobs of the same creator, the same plan and the same job type, moments earlier.
-    for (i, hosts) in ["[11]", "[12, 13]"].iter().enumerate() {
+    // Other jobs of the same creator, type, plan and action, moments earlier, on other targets.
+    for (i, (hosts, set_env)) in [("[11]", "1"), ("[12, 13]", "2")].iter().enumerate() {
         env.apply(&format!(
             "apiVersion: bkops.io/v1alpha1\nkind: AgentJob\nmetadata: {{name: other-{i}}}\nspec: {{jobType: RESTART_AGENT, bkHostId: {hosts}}}\n---\n\
-             apiVersion: bkops.io/v1alpha1\nkind: ExecuteJob\nmetadata: {{name: other-{i}}}\nspec: {{bkScopeId: \"2\", jobPlanId: 1000}}\n"
+             apiVersion: bkops.io/v1alpha1\nkind: ExecuteJob\nmetadata: {{name: other-{i}}}\nspec: {{bkScopeId: \"2\", jobPlanId: 1000}}\n---\n\
+             apiVersion: bkops.io/v1alpha1\nkind: ProcessJob\nmetadata: {{name: other-{i}}}\nspec: {{bkBizId: 2, jobObject: process, jobAction: restart, scope: {{bkSetEnv: \"{set_env}\"}}}}\n"
         ))
         .await;
     }
     for i in 0..2 {
-        env.wait_phase::<AgentJob>(&format!("other-{i}"), Phase::Succeeded)
-            .await;
-        env.wait_phase::<ExecuteJob>(&format!("other-{i}"), Phase::Succeeded)
-            .await;
+        let name = format!("other-{i}");
+        env.wait_phase::<ProcessJob>(&name, Phase::Succeeded).await;
+        env.wait_phase::<AgentJob>(&name, Phase::Succeeded).await;
+        env.wait_phase::<ExecuteJob>(&name, Phase::Succeeded).await;
     }
     // The create commits, its answer is lost.
     fault_all_creates(
         &env,
         FaultAction::CommitThenDrop,
-        &[SystemSel::Nodeman, SystemSel::Job],
+        &[SystemSel::Gsekit, SystemSel::Nodeman, SystemSel::Job],
     )
     .await;
     env.apply(&manifests("lost", 0)).await;
+    let p = env.wait_phase::<ProcessJob>("lost", Phase::Succeeded).await;
     let a = env.wait_phase::<AgentJob>("lost", Phase::Succeeded).await;
     let e = env.wait_phase::<ExecuteJob>("lost", Phase::Succeeded).await;
-    for run in [run_of(&a), run_of(&e)] {
+    for run in [run_of(&p), run_of(&a), run_of(&e)] {
         assert!(run.adopted, "found by search: {run:?}");
     }
     for name in ["other-0", "other-1"] {
+        let op = env.api::<ProcessJob>().get(name).await.expect("get");
         let oa = env.api::<AgentJob>().get(name).await.expect("get");
         let oe = env.api::<ExecuteJob>().get(name).await.expect("get");
+        assert_ne!(run_of(&op).job_id, run_of(&p).job_id);
         assert_ne!(run_of(&oa).job_id, run_of(&a).job_id);
         assert_ne!(run_of(&oe).job_id, run_of(&e).job_id);
     }
+    assert_eq!(env.creates(System::Gsekit).await, 3);
     assert_eq!(env.creates(System::Nodeman).await, 3);
     assert_eq!(env.creates(System::Job).await, 3);
     env.stop().await;

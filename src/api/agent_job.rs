@@ -31,7 +31,8 @@ use super::validation::{FieldErrors, FieldPath, check_len};
     validation = Rule::new("!(has(self.bkHostId) && has(self.excludeHosts))").message("bkHostId and excludeHosts cannot both be set (NodeMan rejects it)"),
     validation = Rule::new("has(self.bkHostId) || has(self.excludeHosts)").message("one of bkHostId or excludeHosts is required"),
     validation = Rule::new("(self.jobType.startsWith('MAIN_') && self.jobType.endsWith('_PLUGIN')) == has(self.pluginParams)").message("pluginParams is required for MAIN_*_PLUGIN job types and allowed only for them"),
-    validation = Rule::new("!self.jobType.startsWith('MANUAL_INSTALL_')").message("install job types are not accepted by NodeMan's job operate call")
+    validation = Rule::new("!self.jobType.startsWith('MANUAL_INSTALL_')").message("install job types are not accepted by NodeMan's job operate call; install agents and proxies in the NodeMan UI"),
+    validation = Rule::new("!(self.jobType in ['DEBUG_PLUGIN', 'STOP_DEBUG_PLUGIN', 'PUSH_CONFIG_PLUGIN', 'REMOVE_CONFIG_PLUGIN', 'PACKING_PLUGIN'])").message("NodeMan's operate calls do not run this job type; use a MAIN_*_PLUGIN job type or the NodeMan UI")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentJobSpec {
@@ -39,7 +40,11 @@ pub struct AgentJobSpec {
     #[serde(flatten)]
     pub common: CommonSpec,
 
-    /// The operation. NodeMan `job_type`.
+    /// The operation. NodeMan `job_type`. Agent and proxy types go to NodeMan's job operate
+    /// call, `MAIN_*_PLUGIN` types (with `pluginParams`) to its plugin operate call. The install
+    /// types (`MANUAL_INSTALL_*`) and `DEBUG_PLUGIN`, `STOP_DEBUG_PLUGIN`, `PUSH_CONFIG_PLUGIN`,
+    /// `REMOVE_CONFIG_PLUGIN` and `PACKING_PLUGIN` are refused (phase `Failed`, reason
+    /// `InvalidSpec`, nothing sent): neither call runs them, and the message says what to use.
     pub job_type: NodemanJobType,
 
     /// Business ids (a list, as NodeMan takes it). NodeMan `bk_biz_id`; honoured only with
@@ -113,6 +118,9 @@ macro_rules! job_types {
         }
 
         impl NodemanJobType {
+            /// Every job type, in the order the CRD lists them.
+            pub const ALL: &'static [NodemanJobType] = &[$(NodemanJobType::$variant,)*];
+
             /// The wire value.
             pub fn as_str(self) -> &'static str {
                 match self { $(NodemanJobType::$variant => $wire,)* }
@@ -186,6 +194,15 @@ job_types! {
     PackingPlugin = "PACKING_PLUGIN",
 }
 
+/// Why bkops does not submit a job type, and what to use instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why neither NodeMan operate call can run it.
+    pub why: &'static str,
+    /// What a person should use instead.
+    pub instead: &'static str,
+}
+
 impl NodemanJobType {
     /// `MAIN_*_PLUGIN` types go to the plugin operate call with `plugin_params`.
     pub fn is_main_plugin(self) -> bool {
@@ -193,9 +210,38 @@ impl NodemanJobType {
         s.starts_with("MAIN_") && s.ends_with("_PLUGIN")
     }
 
-    /// Install types, which NodeMan's operate call refuses (they need `/api/job/install/`).
-    pub fn is_install(self) -> bool {
-        self.as_str().starts_with("MANUAL_INSTALL_")
+    /// Why bkops refuses this job type before any call, or `None` for the types it submits.
+    ///
+    /// NodeMan lists every one of these as a job type, but runs them only from its own UI or
+    /// internal calls: its job operate call refuses installs, and its plugin operate call has
+    /// no action for the debug, config and packing types (it fails on `DEBUG_PLUGIN` outright
+    /// and builds jobs that fail on every host for the others).
+    pub fn refusal(self) -> Option<Refusal> {
+        use NodemanJobType::*;
+        let refusal = |why, instead| Some(Refusal { why, instead });
+        match self {
+            ManualInstallAgent | ManualInstallProxy => refusal(
+                "install job types are not accepted by NodeMan's job operate call: installing needs each host's login details, which only NodeMan's install call takes",
+                "install agents and proxies in the NodeMan UI, then manage them here with the other AGENT and PROXY job types",
+            ),
+            DebugPlugin | StopDebugPlugin => refusal(
+                "NodeMan's operate calls do not run this job type: plugin debugging is a session NodeMan starts and stops through its own debug calls, not a job",
+                "debug a plugin from the NodeMan UI (or BlueKing Monitor's plugin debugging); to run a plugin on hosts use MAIN_START_PLUGIN or MAIN_INSTALL_PLUGIN",
+            ),
+            PushConfigPlugin => refusal(
+                "NodeMan's operate calls do not run this job type: NodeMan records it for config pushes made by a plugin's policy, and its plugin operate call has no action for it",
+                "to push a plugin's config use MAIN_INSTALL_PLUGIN with pluginParams, or change the plugin's policy in the NodeMan UI",
+            ),
+            RemoveConfigPlugin => refusal(
+                "NodeMan's operate calls do not run this job type: NodeMan records it for config removals made by a plugin's policy, and its plugin operate call has no action for it",
+                "to take a plugin off hosts use MAIN_STOP_AND_DELETE_PLUGIN, or change the plugin's policy in the NodeMan UI",
+            ),
+            PackingPlugin => refusal(
+                "NodeMan's operate calls do not run this job type: it packs an uploaded plugin package on the NodeMan server and acts on no host",
+                "upload plugin packages in the NodeMan UI (plugin packages), which packs them",
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -239,15 +285,33 @@ impl AgentJobSpec {
                 );
             }
         }
-        if self.job_type.is_install() {
+        if let Some(r) = self.job_type.refusal() {
+            // The type alone decides: no pluginParams makes it runnable.
             errors.push(
                 spec.child("jobType"),
                 format!(
-                    "{} installs hosts; NodeMan's job operate call refuses install job types",
-                    self.job_type.as_str()
+                    "{} cannot be submitted: {}; {}",
+                    self.job_type.as_str(),
+                    r.why,
+                    r.instead
                 ),
             );
+        } else {
+            self.validate_plugin_params(&mut errors);
         }
+        for (i, c) in self.conditions.iter().flatten().enumerate() {
+            if c.key.is_empty() {
+                errors.push(
+                    spec.child("conditions").index(i).child("key"),
+                    "must not be empty",
+                );
+            }
+        }
+        errors
+    }
+
+    fn validate_plugin_params(&self, errors: &mut FieldErrors) {
+        let spec = FieldPath::spec();
         match (self.job_type.is_main_plugin(), &self.plugin_params) {
             (true, None) => errors.push(
                 spec.child("pluginParams"),
@@ -264,7 +328,7 @@ impl AgentJobSpec {
                 ),
             ),
             (true, Some(p)) => check_len(
-                &mut errors,
+                errors,
                 spec.child("pluginParams").child("name"),
                 &p.name,
                 1,
@@ -272,14 +336,5 @@ impl AgentJobSpec {
             ),
             (false, None) => {}
         }
-        for (i, c) in self.conditions.iter().flatten().enumerate() {
-            if c.key.is_empty() {
-                errors.push(
-                    spec.child("conditions").index(i).child("key"),
-                    "must not be empty",
-                );
-            }
-        }
-        errors
     }
 }

@@ -269,8 +269,9 @@ pub struct FailedTarget {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStatus {
-    /// Our key for this run: uid prefix, generation and attempt (e.g. `1f3a9c2e-g3-a1`). Put into
-    /// any searchable field the system keeps (BKFlow task name and description).
+    /// Our key for this run: uid prefix, generation and attempt (e.g. `1f3a9c2e-g3-a1`). Put
+    /// where a system takes it (the BKFlow task name, GSEKit `extra_data`), to find a job whose
+    /// create got no clear answer.
     pub key: String,
     /// The spec generation this run submitted.
     pub generation: i64,

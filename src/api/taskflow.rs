@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{CommonSpec, JobStatus};
 use super::validation::{FieldErrors, FieldPath, check_len};
+use crate::limits::{BKFLOW_TASK_NAME_MAX_CHARS, BKFLOW_USER_NAME_MAX_CHARS};
 
-/// Longest `name` a user may give: BKFlow allows 128 characters and bkops appends
-/// ` [bkops:<run key>]` so an unclear create can be found again.
-pub const MAX_TASK_NAME: usize = 96;
+/// Longest `name` a user may give: BKFlow's 128 characters less room for the
+/// ` [bkops:<run key>]` bkops appends, so that a name given here is almost always kept whole.
+pub const MAX_TASK_NAME: usize = BKFLOW_TASK_NAME_MAX_CHARS - 32;
 
 /// Run a BKFlow flow: a task created from a template or from an inline pipeline tree, then
 /// started by bkops.
@@ -61,17 +62,18 @@ pub struct TaskflowSpec {
     #[schemars(schema_with = "super::free_form_object")]
     pub pipeline_tree: Option<serde_json::Value>,
 
-    /// Who creates the task (at most 32 characters). BKFlow `creator`; also the `operator` of
-    /// the start call.
-    #[schemars(length(min = 1, max = 32))]
+    /// Who creates the task (at most 32 characters, BKFlow's limit). BKFlow `creator`.
+    #[schemars(length(min = 1, max = BKFLOW_USER_NAME_MAX_CHARS))]
     pub creator: String,
 
-    /// Task name (at most 96 characters; bkops appends its run key). BKFlow `name`.
+    /// Task name (at most 96 characters). BKFlow `name`. bkops appends ` [bkops:<run key>]`,
+    /// by which it finds the task again; without a name the object's name is used, cut where
+    /// needed (ending in `…`) so that the whole stays within BKFlow's 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 96))]
+    #[schemars(length(max = MAX_TASK_NAME))]
     pub name: Option<String>,
 
-    /// Task description. BKFlow `description`.
+    /// Task description, sent as given (the run key is in the name). BKFlow `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 
@@ -131,7 +133,13 @@ impl TaskflowSpec {
                 "scopeType and scopeValue apply only to a pipelineTree task (create_task takes neither)",
             );
         }
-        check_len(&mut errors, spec.child("creator"), &self.creator, 1, 32);
+        check_len(
+            &mut errors,
+            spec.child("creator"),
+            &self.creator,
+            1,
+            BKFLOW_USER_NAME_MAX_CHARS,
+        );
         if let Some(name) = &self.name {
             check_len(&mut errors, spec.child("name"), name, 0, MAX_TASK_NAME);
         }

@@ -211,6 +211,53 @@ fn agent_job_rules() {
     );
 }
 
+/// Every job type, with pluginParams exactly where a MAIN_*_PLUGIN type needs them: the CEL
+/// rules and `validate()` refuse the same ones, those `refusal()` names, and say what to use.
+#[test]
+fn agent_job_types_are_refused_alike_by_cel_and_validate() {
+    use super::agent_job::NodemanJobType;
+    let mut refused = Vec::new();
+    for t in NodemanJobType::ALL {
+        let mut spec = json!({"jobType": t.as_str(), "bkHostId": [1]});
+        if t.is_main_plugin() {
+            spec["pluginParams"] = json!({"name": "bkmonitorbeat"});
+        }
+        let cel = AgentJobSpec::validate_cel(&spec, None).is_err();
+        let errors = serde_json::from_value::<AgentJobSpec>(spec)
+            .map(|s| s.validate())
+            .unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        assert_eq!(
+            cel,
+            !errors.is_empty(),
+            "{t:?}: CEL and validate() disagree: {errors}"
+        );
+        assert_eq!(t.refusal().is_some(), cel, "{t:?}");
+        if let Some(r) = t.refusal() {
+            let text = errors.to_string();
+            assert!(text.starts_with("spec.jobType: "), "{t:?}: {text}");
+            assert!(
+                text.contains(r.why) && text.contains(r.instead),
+                "{t:?}: {text}"
+            );
+            // One clear reason: the type, not also a pluginParams rule.
+            assert_eq!(errors.errors().len(), 1, "{t:?}: {text}");
+            refused.push(t.as_str());
+        }
+    }
+    assert_eq!(
+        refused,
+        [
+            "MANUAL_INSTALL_AGENT",
+            "MANUAL_INSTALL_PROXY",
+            "DEBUG_PLUGIN",
+            "STOP_DEBUG_PLUGIN",
+            "PUSH_CONFIG_PLUGIN",
+            "REMOVE_CONFIG_PLUGIN",
+            "PACKING_PLUGIN"
+        ]
+    );
+}
+
 #[test]
 fn execute_job_rules() {
     let v3 = json!({"bkScopeType": "biz", "bkScopeId": "2", "jobPlanId": 1000});

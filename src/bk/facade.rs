@@ -55,6 +55,21 @@ pub enum CreateRequest {
 }
 
 impl CreateRequest {
+    /// The checks the system's client makes before sending this body (the rules upstream would
+    /// refuse it by, where bkops knows them). Nothing is sent; run it before recording an
+    /// intent, so a body bkops itself refuses is never reported as BlueKing's refusal.
+    pub fn validate(&self) -> Result<(), BkError> {
+        match self {
+            CreateRequest::Gsekit(r) => r.validate(),
+            CreateRequest::NodemanJob(r) => r.validate(),
+            CreateRequest::NodemanPlugin(r) => r.validate(),
+            CreateRequest::BkflowTemplate { .. }
+            | CreateRequest::BkflowTree { .. }
+            | CreateRequest::JobV2(_)
+            | CreateRequest::JobV3(_) => Ok(()),
+        }
+    }
+
     /// The system the request goes to.
     pub fn system(&self) -> System {
         match self {
@@ -64,6 +79,27 @@ impl CreateRequest {
             }
             CreateRequest::NodemanJob(_) | CreateRequest::NodemanPlugin(_) => System::Nodeman,
             CreateRequest::JobV2(_) | CreateRequest::JobV3(_) => System::Job,
+        }
+    }
+}
+
+/// Why a connection cannot make a create call at all, known before anything is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// The connection configures no endpoint for the system.
+    NoEndpoint(System),
+    /// JOB v2 `execute_job` exists only on the legacy ESB, and the connection reaches JOB
+    /// through the API gateway.
+    JobV2OverGateway,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsupported::NoEndpoint(system) => write!(f, "no endpoint for {system}"),
+            Unsupported::JobV2OverGateway => f.write_str(
+                "JOB v2 execute_job exists only on the legacy ESB, and JOB is reached through the API gateway",
+            ),
         }
     }
 }
@@ -260,6 +296,10 @@ pub enum SearchTarget {
         job_object: Option<JobObject>,
         /// Job action.
         job_action: Option<JobAction>,
+        /// The request's `scope` (JSON), compared with a job row's: GSEKit stores it as given.
+        scope: Option<Value>,
+        /// The request's `expression_scope` (JSON), compared when the request has no `scope`.
+        expression_scope: Option<Value>,
     },
     /// BKFlow tasks of a space.
     Bkflow {
@@ -589,7 +629,25 @@ impl BkClient {
         result
     }
 
+    /// Why this client cannot make `req`, if it cannot: a question of its configuration,
+    /// answered without a call.
+    pub fn unsupported(&self, req: &CreateRequest) -> Option<Unsupported> {
+        let system = req.system();
+        if self.mode(system).is_none() {
+            return Some(Unsupported::NoEndpoint(system));
+        }
+        match req {
+            CreateRequest::JobV2(_) if !self.job().supports_v2() => {
+                Some(Unsupported::JobV2OverGateway)
+            }
+            _ => None,
+        }
+    }
+
     async fn submit_inner(&self, req: &CreateRequest) -> Result<Submitted, BkError> {
+        if let Some(u) = self.unsupported(req) {
+            return Err(BkError::Config(format!("cannot send this create: {u}")));
+        }
         Ok(match req {
             CreateRequest::Gsekit(r) => {
                 let resp = self.gsekit().create_job(r).await?;
@@ -648,11 +706,6 @@ impl BkClient {
                 }
             }
             CreateRequest::JobV2(r) => {
-                if !self.job().supports_v2() {
-                    return Err(BkError::Config(
-                        "JOB v2 execute_job exists on the legacy ESB only; use v3 execute_job_plan through the gateway".into(),
-                    ));
-                }
                 let resp = self.job().execute_job(r).await?;
                 Submitted {
                     job: JobRef::JobV2 {
@@ -1158,8 +1211,11 @@ impl BkClient {
                 biz_id,
                 job_object,
                 job_action,
+                scope,
+                expression_scope,
             } => {
-                self.search_gsekit(q, *biz_id, job_object, job_action)
+                let wanted = (scope.as_ref(), expression_scope.as_ref());
+                self.search_gsekit(q, *biz_id, job_object, job_action, wanted)
                     .await?
             }
             SearchTarget::Bkflow {
@@ -1201,6 +1257,7 @@ impl BkClient {
         biz_id: i64,
         job_object: &Option<JobObject>,
         job_action: &Option<JobAction>,
+        (scope, expression_scope): (Option<&Value>, Option<&Value>),
     ) -> Result<(Vec<Candidate>, bool), BkError> {
         let (rows, complete) = paged(
             |index| {
@@ -1240,8 +1297,14 @@ impl BkClient {
                     .extra_data
                     .as_ref()
                     .is_some_and(|e| value_mentions(e, &q.key)),
+                // The request's scope as GSEKit stored it: `scope` when one was given, else the
+                // `expression_scope` given.
+                content_matched: match (scope, expression_scope) {
+                    (Some(want), _) => j.scope.as_ref().map(|have| have == want),
+                    (None, Some(want)) => j.expression_scope.as_ref().map(|have| have == want),
+                    (None, None) => None,
+                },
                 name: j.job_action,
-                content_matched: Some(true),
             })
             .collect();
         Ok((out, complete))

@@ -197,6 +197,12 @@ pub struct JobInfo {
     /// Holds `failed_reason` when building the tasks failed, and whatever the creator put in.
     #[serde(default)]
     pub extra_data: Option<Value>,
+    /// The scope the job was created with.
+    #[serde(default)]
+    pub scope: Option<Value>,
+    /// The expression scope the job was created with (or derived from its scope).
+    #[serde(default)]
+    pub expression_scope: Option<Value>,
 }
 
 impl JobInfo {

@@ -35,7 +35,7 @@ pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth, Wa
 pub use error::{ApiError, BkError, CallInfo, CallKind, Code, ErrorClass, TransportFailure};
 pub use facade::{
     CancelOutcome, Candidate, CreateRequest, CreateTicket, FailedTarget, JobPhase, JobRef,
-    Progress, SearchQuery, SearchTarget, Submitted, Summary,
+    Progress, SearchQuery, SearchTarget, Submitted, Summary, Unsupported,
 };
 
 use transport::{Request, Transport};
@@ -55,10 +55,12 @@ pub enum System {
 }
 
 impl System {
-    /// Whether the system keeps the run key on its jobs, where a search can read it back (GSEKit
-    /// `extra_data`, BKFlow task name). NodeMan and JOB have no field for it.
+    /// Whether the system keeps the run key on its jobs, where a search can read it back: BKFlow
+    /// (the task name). GSEKit takes `extra_data` on a create but does not store the request's
+    /// on the job row its list returns (its create hands it to the task builder only), and
+    /// NodeMan and JOB have no field for it.
     pub fn stores_run_key(self) -> bool {
-        matches!(self, System::Gsekit | System::Bkflow)
+        matches!(self, System::Bkflow)
     }
 
     /// A stable lowercase name, fit for metric labels.

@@ -110,7 +110,7 @@ impl JobOperateRequest {
             )));
         }
         if is_plugin_job_type(t) {
-            // job/operate accepts them but builds an agent step for them.
+            // job/operate takes them but builds an agent step for them.
             return Err(BkError::InvalidRequest(format!(
                 "NodeMan plugin job type {t} goes through plugin operate with plugin_params"
             )));

@@ -22,7 +22,7 @@ use crate::api::common::{
     ADOPT_ANNOTATION, CONFIRM_NOT_SUBMITTED_ANNOTATION, FIELD_MANAGER, FINALIZER, Phase,
     RERUN_ANNOTATION, RunStatus,
 };
-use crate::bk::facade::{CancelOutcome, JobPhase, JobRef, SearchQuery};
+use crate::bk::facade::{CancelOutcome, JobPhase, JobRef, SearchQuery, Unsupported};
 use crate::bk::{BkError, ErrorClass};
 use crate::run::resolve::{self, Found, Resolution};
 use crate::run::status::{apply_progress, merge_diff, progress_only, push_history, render};
@@ -163,6 +163,31 @@ pub async fn behind_own_write(
     // Caught up (or given up on): nothing more to wait for until the next write.
     ctx.timings.lock().await.written.remove(uid);
     None
+}
+
+/// Why bkops refuses a run before its intent.
+enum Refusal {
+    /// The spec cannot become a call bkops would send.
+    Spec(String),
+    /// The connection cannot make the call (the message names it and what to change).
+    Connection(String),
+}
+
+/// The message for a connection that cannot make a job's create call: which connection, whose
+/// refusal, and what to change.
+fn unsupported_message(connection: &str, u: Unsupported) -> String {
+    let change = match u {
+        Unsupported::JobV2OverGateway => {
+            "set jobApi: v3 (execute_job_plan), or use a BkConnection whose job mode is esb"
+                .to_owned()
+        }
+        Unsupported::NoEndpoint(system) => {
+            format!("add a {system} endpoint to the BkConnection, or use another BkConnection")
+        }
+    };
+    format!(
+        "BkConnection {connection:?} cannot make this call ({u}); bkops refused the run, nothing was sent to BlueKing: {change}"
+    )
 }
 
 /// One reconcile of one job object.
@@ -639,21 +664,24 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
         };
         let (request, adopt_ref) = match mapped {
             Ok(m) => m,
-            Err(e) => {
-                let message = format!("invalid spec: {e}");
-                let new = render(
-                    &status,
-                    self.generation,
-                    Phase::Failed,
-                    reason::INVALID_SPEC,
-                    message,
-                    status.run.clone(),
-                    Utc::now(),
-                );
-                self.write(&status, new).await?;
-                return Ok(Action::await_change());
-            }
+            Err(e) => return self.refuse(&status, Refusal::Spec(e.to_string())).await,
         };
+        // What bkops itself refuses is refused here, before the intent: a body its client would
+        // not send, or a call the connection cannot make. Found only after the intent, it would
+        // read as BlueKing's refusal of a call that was never made.
+        if let Some(req) = &request {
+            if let Err(e) = req.validate() {
+                return self.refuse(&status, Refusal::Spec(e.to_string())).await;
+            }
+            if let Some(u) = conn.client.unsupported(req) {
+                return self
+                    .refuse(
+                        &status,
+                        Refusal::Connection(unsupported_message(&conn.id, u)),
+                    )
+                    .await;
+            }
+        }
 
         // The create's rate-limit token is taken before the intent, so that the create follows
         // the intent at once (a create is made only right after its intent landed). Waited
@@ -778,6 +806,24 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 let mut run = run;
                 let now = Utc::now();
                 let (phase, why, message, next) = match class {
+                    // Refused by the client itself (the checks before the intent make this
+                    // rare): no call was made, so it is not BlueKing's refusal.
+                    ErrorClass::Rejected if e.call().is_none() => {
+                        run.phase = Phase::Failed;
+                        run.completion_time = Some(now);
+                        let why = match &e {
+                            BkError::Config(_) => reason::CONNECTION_UNSUPPORTED,
+                            _ => reason::INVALID_SPEC,
+                        };
+                        (
+                            Phase::Failed,
+                            why,
+                            format!(
+                                "bkops refused run {key} before calling BlueKing; nothing was sent: {e}"
+                            ),
+                            Action::requeue(Duration::from_secs(30)),
+                        )
+                    }
                     ErrorClass::Rejected => {
                         run.phase = Phase::Failed;
                         run.completion_time = Some(now);
@@ -846,6 +892,35 @@ impl<'a, K: JobKind> Reconciler<'a, K> {
                 Ok(next)
             }
         }
+    }
+
+    /// Reports a run bkops refuses before its intent: nothing is recorded as a run and nothing
+    /// is sent. A spec problem waits for a spec change; a connection problem is looked at again
+    /// every 30 s, as the connection can change without the job changing.
+    async fn refuse(&self, status: &JobStatus, refusal: Refusal) -> Result<Action, Error> {
+        let (why, message, next) = match refusal {
+            Refusal::Spec(problem) => (
+                reason::INVALID_SPEC,
+                crate::run::invalid_spec_message(&problem),
+                Action::await_change(),
+            ),
+            Refusal::Connection(message) => (
+                reason::CONNECTION_UNSUPPORTED,
+                message,
+                Action::requeue(Duration::from_secs(30)),
+            ),
+        };
+        let new = render(
+            status,
+            self.generation,
+            Phase::Failed,
+            why,
+            message,
+            status.run.clone(),
+            Utc::now(),
+        );
+        self.write(status, new).await?;
+        Ok(next)
     }
 
     /// Records the job of `run` (created or adopted), then starts it where needed.
@@ -1496,7 +1571,26 @@ pub type Ctx = Arc<Context>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bk::System;
     use crate::controller::metrics::Metrics;
+
+    #[test]
+    fn a_connection_refusal_names_the_connection_whose_it_is_and_what_to_change() {
+        let m = unsupported_message("prod/blueking", Unsupported::JobV2OverGateway);
+        assert!(m.starts_with("BkConnection \"prod/blueking\" cannot make this call (JOB v2 execute_job exists only on the legacy ESB"), "{m}");
+        assert!(
+            m.contains("bkops refused the run, nothing was sent to BlueKing: set jobApi: v3"),
+            "{m}"
+        );
+        let m = unsupported_message("prod/esb", Unsupported::NoEndpoint(System::Bkflow));
+        assert!(
+            m.contains("(no endpoint for BKFlow)")
+                && m.ends_with(
+                    "add a BKFlow endpoint to the BkConnection, or use another BkConnection"
+                ),
+            "{m}"
+        );
+    }
 
     /// A context whose API server is never reached (these tests make no request).
     fn context() -> Context {

@@ -12,8 +12,10 @@ use crate::api::taskflow::Taskflow;
 use crate::api::{CommonSpec, FieldErrors, JobStatus};
 use crate::bk::facade::{CreateRequest, JobRef, SearchTarget};
 use crate::bk::{System, bkflow, gsekit, job, nodeman};
+use crate::limits::BKFLOW_TASK_NAME_MAX_CHARS;
 
 /// Key under GSEKit `extra_data` that carries the run key, so a lost create can be found.
+/// GSEKit sets no size limit on `extra_data` (see [`crate::limits`]).
 pub const GSEKIT_KEY_FIELD: &str = "bkops_run_key";
 
 /// What the lifecycle needs from the connection to build calls.
@@ -198,8 +200,8 @@ impl JobKind for ProcessJob {
     fn create_request(&self, key: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
         let s = &self.spec;
         let mut extra = object(&s.extra_data).unwrap_or_default();
-        // GSEKit keeps extra_data on the job row, which its list call returns: the one place a
-        // lost create can be recognised by.
+        // The key goes in extra_data for people reading the job; GSEKit does not keep the
+        // request's extra_data on the job row, so a search cannot rely on it.
         extra.insert(GSEKIT_KEY_FIELD.to_owned(), Value::String(key.to_owned()));
         Ok(CreateRequest::Gsekit(gsekit::CreateJobRequest {
             bk_biz_id: s.bk_biz_id,
@@ -219,10 +221,20 @@ impl JobKind for ProcessJob {
     }
 
     fn search_target(&self, _: &Defaults) -> Result<SearchTarget, MappingError> {
+        let scope: Option<gsekit::Scope> = self.spec.scope.as_ref().map(to_wire).transpose()?;
+        let expression_scope: Option<gsekit::ExpressionScope> = self
+            .spec
+            .expression_scope
+            .as_ref()
+            .map(to_wire)
+            .transpose()?;
+        let json = |v: Option<Value>| v.filter(|v| !v.is_null());
         Ok(SearchTarget::Gsekit {
             biz_id: self.spec.bk_biz_id,
             job_object: Some(to_wire(&self.spec.job_object)?),
             job_action: Some(to_wire(&self.spec.job_action)?),
+            scope: json(serde_json::to_value(&scope).ok()),
+            expression_scope: json(serde_json::to_value(&expression_scope).ok()),
         })
     }
 }
@@ -245,17 +257,36 @@ impl Taskflow {
         let base = self
             .spec
             .name
-            .clone()
-            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default());
-        format!("{base} [bkops:{key}]")
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default();
+        task_name(base, key)
     }
 
-    fn description(&self, key: &str) -> String {
-        match &self.spec.description {
-            Some(d) if !d.is_empty() => format!("{d}\nbkops run {key}"),
-            _ => format!("bkops run {key}"),
-        }
+    /// The user's description as given: the run key is in the name already. BKFlow refuses a
+    /// blank description, so an empty one is not sent.
+    fn description(&self) -> Option<String> {
+        self.spec.description.clone().filter(|d| !d.is_empty())
     }
+}
+
+/// What marks a BKFlow task as a run's: ` [bkops:<run key>]` at the end of its name.
+fn key_suffix(key: &str) -> String {
+    format!(" [bkops:{key}]")
+}
+
+/// The BKFlow task name for `base` (the user's name, or the object's) and a run key: `base`
+/// followed by ` [bkops:<key>]`, at most [`BKFLOW_TASK_NAME_MAX_CHARS`] characters. A base too
+/// long for that is cut and ends with `…`; the key is always kept whole, since the search for a
+/// lost create looks for it in the name.
+pub fn task_name(base: &str, key: &str) -> String {
+    let suffix = key_suffix(key);
+    let room = BKFLOW_TASK_NAME_MAX_CHARS.saturating_sub(suffix.chars().count());
+    if base.chars().count() <= room {
+        return format!("{base}{suffix}");
+    }
+    let cut: String = base.chars().take(room.saturating_sub(1)).collect();
+    format!("{}…{suffix}", cut.trim_end())
 }
 
 impl JobKind for Taskflow {
@@ -281,7 +312,7 @@ impl JobKind for Taskflow {
                     template_id: *template_id,
                     creator: s.creator.clone(),
                     name: Some(self.task_name(key)),
-                    description: Some(self.description(key)),
+                    description: self.description(),
                     constants: object(&s.constants),
                     label_ids: None,
                 },
@@ -294,7 +325,7 @@ impl JobKind for Taskflow {
                     name: Some(self.task_name(key)),
                     scope_type: s.scope_type.clone(),
                     scope_value: s.scope_value.clone(),
-                    description: Some(self.description(key)),
+                    description: self.description(),
                     constants: object(&s.constants),
                     notify_config: None,
                 },
@@ -575,6 +606,63 @@ mod tests {
                 task_id: 93
             }
         );
+    }
+
+    #[test]
+    fn the_longest_run_key_is_the_bound_limits_gives() {
+        let key = crate::run::run_key("0123abcd-ffff", i64::MAX, u32::MAX);
+        assert_eq!(
+            key.chars().count(),
+            crate::limits::RUN_KEY_MAX_CHARS,
+            "{key}"
+        );
+    }
+
+    #[test]
+    fn task_names_fit_bkflow_and_keep_the_key_whole() {
+        let key = "1f3a9c2e-g3-a1";
+        let suffix = format!(" [bkops:{key}]");
+        let room = BKFLOW_TASK_NAME_MAX_CHARS - suffix.chars().count();
+        // Up to the limit: kept whole.
+        let at_limit = "n".repeat(room);
+        let name = task_name(&at_limit, key);
+        assert_eq!(name, format!("{at_limit}{suffix}"));
+        assert_eq!(name.chars().count(), BKFLOW_TASK_NAME_MAX_CHARS);
+        // One past it, and as long as an object name may be: cut, marked, key intact.
+        for len in [room + 1, 253] {
+            let name = task_name(&"n".repeat(len), key);
+            assert_eq!(name.chars().count(), BKFLOW_TASK_NAME_MAX_CHARS, "{len}");
+            assert!(name.ends_with(&format!("…{suffix}")), "{name}");
+            assert!(name.contains(key));
+        }
+        // Characters, not bytes, as BKFlow counts them.
+        let wide = task_name(&"任".repeat(200), key);
+        assert_eq!(wide.chars().count(), BKFLOW_TASK_NAME_MAX_CHARS);
+        assert!(wide.starts_with("任任") && wide.ends_with(&suffix));
+        // A cut never leaves a space before the mark.
+        let spaced = task_name(&format!("{} {}", "a".repeat(room - 2), "b".repeat(50)), key);
+        assert!(spaced.contains("a…"), "{spaced}");
+        // The longest key still leaves room for a name.
+        let long_key = "k".repeat(crate::limits::RUN_KEY_MAX_CHARS);
+        let name = task_name(&"x".repeat(253), &long_key);
+        assert_eq!(name.chars().count(), BKFLOW_TASK_NAME_MAX_CHARS);
+        assert!(name.starts_with("xxxx") && name.ends_with(&format!("[bkops:{long_key}]")));
+    }
+
+    #[test]
+    fn a_long_object_name_is_cut_and_the_description_is_the_users_own() {
+        let mut tf: Taskflow = load("taskflow-template.yaml");
+        tf.metadata.name = Some("t".repeat(253));
+        tf.spec.name = None;
+        tf.spec.description = Some("nightly restart".to_owned());
+        let body = wire(&tf.create_request("k-g1-a1", &Defaults::default()).unwrap());
+        let name = body["name"].as_str().unwrap();
+        assert_eq!(name.chars().count(), BKFLOW_TASK_NAME_MAX_CHARS);
+        assert!(name.ends_with("… [bkops:k-g1-a1]"), "{name}");
+        assert_eq!(body["description"], "nightly restart");
+        tf.spec.description = Some(String::new());
+        let body = wire(&tf.create_request("k-g1-a1", &Defaults::default()).unwrap());
+        assert!(body.get("description").is_none(), "{body}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use kinds::{Defaults, JobKind};
 
 /// Reasons (CamelCase, stable: used in conditions, Events and alerts).
 pub mod reason {
-    /// The spec breaks a rule; nothing was submitted.
+    /// The spec breaks a rule; bkops refused it and sent nothing to BlueKing.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// `spec.suspend` holds back a new run.
     pub const SUSPENDED: &str = "Suspended";
@@ -53,8 +53,12 @@ pub mod reason {
     pub fn is_deferral(reason: &str) -> bool {
         [SUBMIT_DEFERRED, CONNECTION_UNREACHABLE, SUBMIT_BLOCKED].contains(&reason)
     }
-    /// BlueKing refused the create; nothing ran.
+    /// BlueKing answered the create with a refusal; nothing ran. Only for BlueKing's answers:
+    /// what bkops refuses itself, before any call, is `InvalidSpec` or `ConnectionUnsupported`.
     pub const SUBMISSION_REJECTED: &str = "SubmissionRejected";
+    /// The job's connection cannot make its create call (no endpoint for the system, or JOB v2
+    /// through the API gateway); bkops refused it and sent nothing.
+    pub const CONNECTION_UNSUPPORTED: &str = "ConnectionUnsupported";
     /// BlueKing runs the job.
     pub const RUNNING: &str = "Running";
     /// A person must act in BlueKing.
@@ -85,6 +89,11 @@ pub fn deferral(
         (true, true) => reason::CONNECTION_UNREACHABLE,
         (true, false) => reason::SUBMIT_BLOCKED,
     }
+}
+
+/// The message of an `InvalidSpec` refusal: whose refusal it is, then the problems.
+pub fn invalid_spec_message(problems: &dyn std::fmt::Display) -> String {
+    format!("invalid spec, refused by bkops; nothing was sent to BlueKing: {problems}")
 }
 
 /// How long a deferred create waits before it is tried again.
@@ -331,7 +340,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             return Decision::Report {
                 phase: Phase::Failed,
                 reason: reason::INVALID_SPEC,
-                message: format!("invalid spec: {problems}"),
+                message: invalid_spec_message(&problems),
             };
         }
         if o.common.suspend == Some(true) {

@@ -2,10 +2,10 @@
 //! found (`docs/architecture.md`, "Exactly once"; for people: `docs/troubleshooting.md`).
 //!
 //! A candidate must be this run's job, never merely a job of the same creator and time:
-//! - where the system keeps the run key (GSEKit `extra_data`, BKFlow task name), only a job
+//! - where the system keeps the run key (BKFlow, in the task name), only a job
 //!   carrying this run's key is one; when none exists once the grace window (longer than the
 //!   create call's own timeout) has passed, nothing was created and the run is submitted again;
-//! - where it cannot (NodeMan, JOB), a job must match the request's content as far as the list
+//! - where it cannot (GSEKit, NodeMan, JOB), a job must match the request's content as far as the list
 //!   and detail calls show it, and no other object may have claimed it; otherwise a person
 //!   decides (`Unknown`, with the plausible jobs listed). Never submitted again on a guess.
 

@@ -41,7 +41,6 @@ pub(crate) struct GseJob {
     pub job_action: String,
     pub scope: Value,
     pub expression_scope: Value,
-    pub extra_data: Value,
     pub created_by: String,
     pub app_code: String,
     pub processes: Vec<u64>,
@@ -172,11 +171,13 @@ pub(crate) fn create(w: &mut World, config: &SimConfig, req: &Req, now: Instant)
         // Upstream dereferences None in `create_job` and crashes.
         return server_error();
     }
-    let extra_data = match p.get("extra_data") {
-        None | Some(Value::Null) => json!({}),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => return invalid("extra_data", "请提供合法的字典。"),
-    };
+    // Checked like upstream's serializer, then handed to the task builder only: not kept on
+    // the job row.
+    if let Some(v) = p.get("extra_data")
+        && !matches!(v, Value::Null | Value::Object(_))
+    {
+        return invalid("extra_data", "请提供合法的字典。");
+    }
     let named: Vec<u64> = scope
         .as_object()
         .and_then(|s| get_u64_list(s, "bk_process_ids").ok().flatten())
@@ -201,7 +202,6 @@ pub(crate) fn create(w: &mut World, config: &SimConfig, req: &Req, now: Instant)
             job_action,
             scope,
             expression_scope,
-            extra_data,
             created_by: req.user.clone(),
             app_code: req.app_code.clone(),
             processes,
@@ -291,7 +291,9 @@ fn job_info(job: &GseJob, now: Instant) -> Value {
         "end_time": end.and_then(|d| job.run.wall_at(d)).map(fmt_time),
         "pipeline_id": if is_ready(job, now) { json!(super::wire::hex_id('p', job.id, 0)) } else { json!("") },
         "task_granularity": "process",
-        "extra_data": job.extra_data,
+        // Upstream creates the job row without the request's extra_data (only its task builder
+        // gets it); the row's extra_data holds a failed_reason, if building the tasks failed.
+        "extra_data": {},
         "bk_app_code": job.app_code,
     })
 }
