@@ -14,28 +14,11 @@ use chrono::{DateTime, Local};
 use serde_json::{Map, Value, json};
 
 use super::api::JobView;
-use super::model::{Run, TargetState, World};
+use super::jobs::FlowTask;
+use super::model::{Run, TargetState};
 use super::wire::{Op, Reply, Req, get_i64, get_str, get_u64, get_u64_list, hex_id};
+use super::world::World;
 use super::{SimConfig, System};
-
-/// A BKFlow task.
-#[derive(Clone, Debug)]
-pub(crate) struct FlowTask {
-    pub id: u64,
-    pub space_id: u64,
-    pub template_id: Option<u64>,
-    pub name: String,
-    pub creator: String,
-    pub description: String,
-    pub scope_type: Value,
-    pub scope_value: Value,
-    pub instance_id: String,
-    pub executor: String,
-    pub revoked: bool,
-    /// (node id, node name), in execution order.
-    pub nodes: Vec<(String, String)>,
-    pub run: Run,
-}
 
 fn trace_id() -> String {
     let n: u128 = rand::random();

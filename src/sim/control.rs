@@ -168,7 +168,7 @@ pub(crate) async fn add_fault(State(sh): State<Arc<Shared>>, body: axum::body::B
     let mut w = sh.world();
     let id = w.next_rule_id();
     let remaining = rule.times;
-    w.faults.push(super::model::StoredFault {
+    w.faults.push(super::world::StoredFault {
         id,
         rule,
         remaining,
@@ -208,7 +208,7 @@ pub(crate) async fn add_behaviour(
     let mut w = sh.world();
     let id = w.next_rule_id();
     let remaining = rule.times;
-    w.behaviours.push(super::model::StoredBehaviour {
+    w.behaviours.push(super::world::StoredBehaviour {
         id,
         rule,
         remaining,

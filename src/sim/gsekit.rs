@@ -12,8 +12,10 @@ use chrono::{DateTime, Local};
 use serde_json::{Map, Value, json};
 
 use super::api::JobView;
-use super::model::{Run, TargetState, World};
+use super::jobs::GseJob;
+use super::model::{Run, TargetState};
 use super::wire::{Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u64_list, page};
+use super::world::World;
 use super::{SimConfig, System};
 
 const VALIDATION: &str = "4100001";
@@ -31,21 +33,6 @@ const ACTIONS: [&str; 10] = [
     "set_auto",
     "unset_auto",
 ];
-
-/// A GSEKit job.
-#[derive(Clone, Debug)]
-pub(crate) struct GseJob {
-    pub id: u64,
-    pub biz: u64,
-    pub job_object: String,
-    pub job_action: String,
-    pub scope: Value,
-    pub expression_scope: Value,
-    pub created_by: String,
-    pub app_code: String,
-    pub processes: Vec<u64>,
-    pub run: Run,
-}
 
 pub(crate) fn ok_body(data: Value) -> Value {
     json!({"result": true, "data": data, "code": 0, "message": ""})

@@ -6,8 +6,9 @@ use std::time::Instant;
 use axum::http::Method;
 use serde_json::json;
 
-use super::model::{Mode, World};
+use super::model::Mode;
 use super::wire::{Ids, Op, Reply, Req, Route};
+use super::world::World;
 use super::{SimConfig, System, bkflow, gsekit, job, nodeman};
 
 fn num(s: &str) -> Option<u64> {

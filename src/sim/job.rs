@@ -17,41 +17,15 @@ use chrono::{DateTime, Local};
 use serde_json::{Value, json};
 
 use super::api::JobView;
-use super::model::{Progress, Run, TargetState, World};
+use super::jobs::{JobInst, StepDef};
+use super::model::{Progress, Run, TargetState};
 use super::wire::{Op, Reply, Req, get_bool, get_i64, get_str, get_u64};
+use super::world::World;
 use super::{SimConfig, System};
 
 const ILLEGAL_PARAM: i64 = 1241002;
 const NOT_FOUND: i64 = 1244006;
 const FINISHED: [u8; 9] = [3, 4, 5, 6, 8, 9, 11, 13, 14];
-
-/// A step of an instance.
-#[derive(Clone, Debug)]
-pub(crate) struct StepDef {
-    pub step_instance_id: u64,
-    pub step_id: u64,
-    pub name: String,
-    /// 1 script, 2 file, 3 manual confirm, 4 SQL.
-    pub kind: u8,
-}
-
-/// A JOB instance.
-#[derive(Clone, Debug)]
-pub(crate) struct JobInst {
-    pub id: u64,
-    pub scope_type: String,
-    pub scope_id: String,
-    pub plan_id: u64,
-    pub name: String,
-    pub operator: String,
-    pub hosts: Vec<(u64, String)>,
-    pub steps: Vec<StepDef>,
-    /// Terminate requested (`operate_job_instance` code 1).
-    pub terminated: bool,
-    /// A status call has already reported STOPPING (10) after the terminate.
-    pub stopping_reported: bool,
-    pub run: Run,
-}
 
 fn request_id() -> String {
     let n: u64 = rand::random();

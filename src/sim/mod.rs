@@ -25,11 +25,13 @@
 mod api;
 pub mod control;
 mod handlers;
+mod jobs;
 mod lenient;
 mod model;
 mod server;
 mod state;
 mod wire;
+mod world;
 
 mod bkflow;
 mod gsekit;

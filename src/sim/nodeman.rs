@@ -13,8 +13,10 @@ use chrono::{DateTime, Local};
 use serde_json::{Map, Value, json};
 
 use super::api::JobView;
-use super::model::{Run, TargetState, World};
+use super::jobs::NmJob;
+use super::model::{Run, TargetState};
 use super::wire::{Op, Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u64_list, page};
+use super::world::World;
 use super::{SimConfig, System};
 
 const VALIDATION: i64 = 3800001;
@@ -54,20 +56,6 @@ const PLUGIN_TYPES: [&str; 13] = [
     "REMOVE_CONFIG_PLUGIN",
     "PACKING_PLUGIN",
 ];
-
-/// A NodeMan job.
-#[derive(Clone, Debug)]
-pub(crate) struct NmJob {
-    pub id: u64,
-    pub job_type: String,
-    pub bk_biz_id: Vec<u64>,
-    pub hosts: Vec<u64>,
-    pub created_by: String,
-    pub plugin: Option<String>,
-    /// A revoke happened and no `details` call has reported `TERMINATED` yet.
-    pub terminated_unreported: bool,
-    pub run: Run,
-}
 
 fn ok_body(data: Value) -> Value {
     json!({"result": true, "data": data, "code": 0, "message": ""})

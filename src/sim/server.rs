@@ -24,9 +24,10 @@ use super::api::FaultAction;
 use super::control;
 use super::handlers;
 use super::lenient;
-use super::model::{Mode, World};
+use super::model::Mode;
 use super::state::Shared;
 use super::wire::{Reply, Req};
+use super::world::World;
 use super::{SimConfig, System};
 
 /// A TCP stream the request handler can cut: once its flag is set, every read and write fails,

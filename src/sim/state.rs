@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::api::JobView;
-use super::model::World;
+use super::world::World;
 use super::{SimConfig, System, bkflow, gsekit, job, nodeman};
 
 /// State shared by every request.
