@@ -18,4 +18,5 @@ pub mod limits;
 pub mod local;
 pub mod output;
 pub mod run;
+pub mod schema;
 pub mod sim;

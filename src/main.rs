@@ -36,12 +36,26 @@ enum Command {
         #[arg(long, conflicts_with = "kind")]
         out_dir: Option<PathBuf>,
     },
+    /// Write one JSON Schema per kind into a folder, for kubeconform and editors: use
+    /// `kubeconform -schema-location default -schema-location 'DIR/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json'`.
+    /// The CRDs' CEL rules are not JSON Schema and are not included.
+    Schema {
+        /// The folder to write into (created if missing).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { kind, out_dir } => crds(kind, out_dir),
+        Command::Schema { out_dir } => bkops::schema::write_dir(&out_dir).and_then(|paths| {
+            for path in paths {
+                bkops::errln!("wrote {}", path.display());
+            }
+            Ok(())
+        }),
         command => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(async {
                 match command {
@@ -49,7 +63,7 @@ fn main() -> ExitCode {
                     Command::Sim(args) => bkops::sim::run(args).await,
                     Command::Bench(args) => bkops::bench::run(args).await,
                     Command::Demo(args) => bkops::demo::run(args).await,
-                    Command::Crds { .. } => Ok(()),
+                    Command::Crds { .. } | Command::Schema { .. } => Ok(()),
                 }
             }),
             Err(e) => Err(e.into()),
