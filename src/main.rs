@@ -50,12 +50,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { kind, out_dir } => crds(kind, out_dir),
-        Command::Schema { out_dir } => bkops::schema::write_dir(&out_dir).and_then(|paths| {
-            for path in paths {
-                bkops::errln!("wrote {}", path.display());
-            }
-            Ok(())
-        }),
+        Command::Schema { out_dir } => schema(&out_dir),
         command => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(async {
                 match command {
@@ -92,6 +87,13 @@ fn crds(kind: Option<CrdKind>, out_dir: Option<PathBuf>) -> anyhow::Result<()> {
             .map(|k| vec![k])
             .unwrap_or_else(|| CrdKind::ALL.to_vec());
         bkops::out!("{}", crdgen::render(&kinds)?)?;
+    }
+    Ok(())
+}
+
+fn schema(out_dir: &std::path::Path) -> anyhow::Result<()> {
+    for path in bkops::schema::write_dir(out_dir)? {
+        bkops::errln!("wrote {}", path.display());
     }
     Ok(())
 }
