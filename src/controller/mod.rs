@@ -171,22 +171,35 @@ fn report_panic<K: JobKind>(ctx: &Context, obj: &CachedObject, text: &str) {
         return;
     };
     error!(kind = K::NAME, %ns, %name, panic = text, "reconcile panicked; trying again in 5 minutes");
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: Some(name),
-        namespace: Some(ns),
-        uid: obj.metadata.uid.clone(),
-        ..Default::default()
-    };
     let note = format!(
         "bkops failed while handling this object ({text}); other objects are not affected. \
          It tries again in 5 minutes; please report this as a bug."
     );
+    warn_on::<K>(ctx, obj, &ns, &name, "ReconcilePanicked", &note);
+}
+
+/// Publishes a Warning Event about a cached object of kind `K` (one that could not be read as
+/// `K`, or whose reconcile failed), so it works without the typed object.
+fn warn_on<K: JobKind>(
+    ctx: &Context,
+    obj: &CachedObject,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    note: &str,
+) {
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(ns.to_owned()),
+        uid: obj.metadata.uid.clone(),
+        ..Default::default()
+    };
     ctx.events.publish(
         kube::runtime::events::Event {
             type_: kube::runtime::events::EventType::Warning,
-            reason: "ReconcilePanicked".into(),
+            reason: reason.into(),
             note: Some(note.chars().take(1000).collect()),
             action: "Reconcile".into(),
             secondary: None,
@@ -272,22 +285,7 @@ async fn report_malformed<K: JobKind>(ctx: &Context, obj: &CachedObject, error: 
     }});
     // The Event always lands; the status write may not (1.20 validates a status write against
     // the whole object, whose spec is what is broken).
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: Some(name.clone()),
-        namespace: Some(ns.clone()),
-        uid: obj.metadata.uid.clone(),
-        ..Default::default()
-    };
-    let event = kube::runtime::events::Event {
-        type_: kube::runtime::events::EventType::Warning,
-        reason: "MalformedObject".into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    ctx.events.publish(event, reference);
+    warn_on::<K>(ctx, obj, &ns, &name, "MalformedObject", &message);
     let api: Api<CachedObject> =
         Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<K>(&()));
     if let Err(e) = api
