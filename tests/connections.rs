@@ -7,16 +7,12 @@ use std::time::Duration;
 
 use bkops::api::ProcessJob;
 use bkops::api::common::{JobStatus, Phase};
-use bkops::run::JobKind;
 use bkops::sim::System;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::env::{Env, api_resource};
-
-fn status<K: JobKind>(o: &K) -> JobStatus {
-    o.job_status().cloned().unwrap_or_default()
-}
+use support::status;
 
 fn process_job(name: &str, connection: &str) -> String {
     format!(

@@ -88,16 +88,11 @@ fn nested(depth: usize) -> Value {
 
 /// Until an Event of `reason` about `name` exists; returns its note.
 async fn event_note(env: &Env, name: &str, reason: &str) -> String {
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(env.ns.client(), env.ns.name());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let list = events.list(&Default::default()).await.expect("events");
-        if let Some(e) = list.items.iter().find(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        }) {
-            return e.note.clone().unwrap_or_default();
+        let notes = support::events_about(&env.ns.client(), env.ns.name(), name, reason).await;
+        if let Some(note) = notes.into_iter().next() {
+            return note;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

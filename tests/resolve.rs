@@ -7,24 +7,16 @@ mod support;
 
 use std::time::Duration;
 
-use bkops::api::common::{JobStatus, Phase, RunStatus};
+use bkops::api::common::Phase;
 use bkops::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
 use bkops::run::JobKind;
 use bkops::sim::{FaultAction, FaultRule, System, SystemSel};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use support::TestNamespace;
 use support::env::{Env, EnvOptions, api_resource, apply, connections_yaml, short_create_timeout};
+use support::{TestNamespace, run_of, status};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn status<K: JobKind>(o: &K) -> JobStatus {
-    o.job_status().cloned().unwrap_or_default()
-}
-
-fn run_of<K: JobKind>(o: &K) -> RunStatus {
-    status(o).run.unwrap_or_default()
-}
 
 fn manifests(name: &str, variant: u32) -> String {
     let (set_env, template, hosts) = match variant {
@@ -73,19 +65,7 @@ async fn wait_in<K: JobKind>(ns: &TestNamespace, name: &str, phase: Phase) -> K 
 }
 
 async fn events_about(ns: &TestNamespace, name: &str, reason: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client(), ns.name());
-    events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .filter_map(|e| e.note)
-        .collect()
+    support::events_about(&ns.client(), ns.name(), name, reason).await
 }
 
 #[tokio::test]

@@ -193,3 +193,35 @@ fn unique_name(prefix: &str) -> String {
         .collect();
     format!("{base}-{suffix}")
 }
+
+/// The status of a job object (empty when it has none).
+pub fn status<K: bkops::run::JobKind>(o: &K) -> bkops::api::JobStatus {
+    o.job_status().cloned().unwrap_or_default()
+}
+
+/// The current run of a job object (empty when it has none).
+pub fn run_of<K: bkops::run::JobKind>(o: &K) -> bkops::api::RunStatus {
+    status(o).run.unwrap_or_default()
+}
+
+/// The notes of the Events of `reason` about object `name` in `ns`, as listed now.
+pub async fn events_about(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .map(|e| e.note.unwrap_or_default())
+        .collect()
+}
