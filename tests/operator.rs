@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::{run_of, status};
+
 use std::time::Duration;
 
 use bkops::api::common::Phase;
@@ -18,10 +20,6 @@ fn example(file: &str) -> String {
             .join(file),
     )
     .expect("example")
-}
-
-fn status<K: JobKind>(o: &K) -> bkops::api::JobStatus {
-    o.job_status().cloned().unwrap_or_default()
 }
 
 fn condition<K: JobKind>(o: &K, type_: &str) -> Option<String> {
@@ -106,10 +104,6 @@ async fn every_example_runs_to_succeeded_with_one_create_each() {
 }
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn run_of<K: JobKind>(o: &K) -> bkops::api::RunStatus {
-    status(o).run.unwrap_or_default()
-}
 
 fn agent_job(name: &str, extra: &str) -> String {
     format!(
@@ -1028,7 +1022,7 @@ async fn a_decision_on_a_stale_copy_never_overwrites_the_object() {
         env.operator_config(),
         std::sync::Arc::new(bkops::controller::metrics::Metrics::default()),
     );
-    let outcome = bkops::controller::reconcile::Reconciler::new(&ctx, stale, "ExecuteJob")
+    let outcome = bkops::run::act::Reconciler::new(&ctx.life, stale, "ExecuteJob")
         .expect("a named object")
         .run()
         .await;

@@ -1,22 +1,24 @@
-//! What every reconcile shares: the operator's settings, the Kubernetes client, the connection
-//! cache, metrics, Events, the BKFlow batch poller, each kind's cache and in-memory timings.
+//! What every reconcile shares: the operator's settings, the Kubernetes client, metrics, and the
+//! run lifecycle over the real seams (the API server, Events, the kinds' caches, the connections'
+//! BlueKing clients with the BKFlow batch poller).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use rand::Rng;
-use tokio::sync::Mutex;
 
 use super::batch::{self, BkflowBatcher};
 use super::cached::CachedObject;
 use super::connection::Connections;
 use super::events::Events;
 use super::metrics::Metrics;
+use super::store::KubeStore;
+use super::systems::BkSystems;
+use crate::run::act::{Lifecycle, RunConfig, SystemClock};
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -43,6 +45,18 @@ pub struct OperatorConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Identity in Events and the Lease.
     pub identity: String,
+}
+
+impl OperatorConfig {
+    /// What the run lifecycle needs of these settings.
+    pub fn run_config(&self) -> RunConfig {
+        RunConfig {
+            submit_stall: self.submit_stall,
+            resolve_grace: self.resolve_grace,
+            poll_initial: self.poll_initial,
+            poll_max: self.poll_max,
+        }
+    }
 }
 
 impl Default for OperatorConfig {
@@ -85,21 +99,10 @@ pub struct Context {
     pub client: Client,
     /// Settings.
     pub config: OperatorConfig,
-    /// Connection cache.
-    pub connections: Connections,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Events, published off the reconcile path.
-    pub events: Events,
-    /// In-memory timings.
-    pub timings: Mutex<Timings>,
-    /// BKFlow batch poller.
-    pub bkflow_batch: BkflowBatcher,
-    /// Each kind's cache (one per watched namespace), for the job ids other objects follow.
-    stores: std::sync::Mutex<Vec<(&'static str, reflector::Store<CachedObject>)>>,
-    /// Jobs this process adopted after a search, by kind and job id: the object's uid. Closes the
-    /// window before the adopting object's status shows the job in the cache.
-    adopted: std::sync::Mutex<std::collections::HashMap<(&'static str, String), String>>,
+    /// The run lifecycle over the API server and the connections' BlueKing clients.
+    pub life: Lifecycle<KubeStore, BkSystems>,
 }
 
 impl Context {
@@ -110,124 +113,31 @@ impl Context {
             controller: "bkops".into(),
             instance: Some(config.identity.clone()),
         };
+        let connections = Connections::new(client.clone(), config.default_connection.clone())
+            .with_metrics(metrics.clone());
+        let events = Events::start(client.clone(), reporter, metrics.clone());
+        let life = Lifecycle::new(
+            KubeStore::new(client.clone(), events),
+            BkSystems::new(connections, BkflowBatcher::new(batch::BKFLOW_BATCH_WINDOW)),
+            config.run_config(),
+            metrics.clone(),
+            Arc::new(SystemClock::default()),
+        );
         Context {
-            connections: Connections::new(client.clone(), config.default_connection.clone())
-                .with_metrics(metrics.clone()),
-            events: Events::start(client.clone(), reporter, metrics.clone()),
             client,
             config,
             metrics,
-            timings: Mutex::new(Timings::default()),
-            bkflow_batch: BkflowBatcher::new(batch::BKFLOW_BATCH_WINDOW),
-            stores: std::sync::Mutex::new(Vec::new()),
-            adopted: std::sync::Mutex::new(std::collections::HashMap::new()),
+            life,
         }
+    }
+
+    /// The Event publisher.
+    pub fn events(&self) -> &Events {
+        &self.life.store.events
     }
 
     pub(super) fn watch_store(&self, kind: &'static str, store: reflector::Store<CachedObject>) {
         self.metrics.watch_store(kind, store.clone());
-        self.stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((kind, store));
-    }
-
-    /// The job ids that objects of `kind` other than `uid` follow or followed (current run and
-    /// history, as the cache shows them, and adoptions this process made), each with who
-    /// (`namespace/name`).
-    pub fn claimed_jobs(
-        &self,
-        kind: &'static str,
-        uid: &str,
-    ) -> std::collections::HashMap<String, String> {
-        #[derive(serde::Deserialize)]
-        struct Claim {
-            #[serde(rename = "jobId")]
-            job_id: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Status {
-            run: Option<Claim>,
-            #[serde(default)]
-            history: Vec<Claim>,
-        }
-        let mut claimed = std::collections::HashMap::new();
-        let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        for obj in stores
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .flat_map(|(_, store)| store.state())
-        {
-            if obj.metadata.uid.as_deref() == Some(uid) {
-                continue;
-            }
-            let Some(Ok(status)) = obj.status_as::<Status>() else {
-                continue;
-            };
-            let who = format!(
-                "{}/{}",
-                obj.metadata.namespace.as_deref().unwrap_or_default(),
-                obj.metadata.name.as_deref().unwrap_or_default()
-            );
-            for id in status
-                .run
-                .into_iter()
-                .chain(status.history)
-                .filter_map(|c| c.job_id)
-            {
-                claimed.insert(id, who.clone());
-            }
-        }
-        drop(stores);
-        let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
-        for ((k, id), owner) in adopted.iter() {
-            if *k == kind && owner != uid {
-                claimed
-                    .entry(id.clone())
-                    .or_insert_with(|| format!("object {owner}"));
-            }
-        }
-        claimed
-    }
-
-    /// Notes that `uid` adopts `job_id` after a search; `false` when another object of `kind`
-    /// did first (in this process).
-    pub fn claim_job(&self, kind: &'static str, job_id: &str, uid: &str) -> bool {
-        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
-        let owner = adopted
-            .entry((kind, job_id.to_owned()))
-            .or_insert_with(|| uid.to_owned());
-        owner == uid
-    }
-}
-
-/// In-memory per-object timing (never written to status: such stamps make the controller
-/// trigger itself).
-#[derive(Default)]
-pub struct Timings {
-    pub(crate) last_poll: HashMap<String, Instant>,
-    /// When this process last wrote each object's status (progress writes wait for
-    /// `PROGRESS_WRITE_INTERVAL` after it).
-    pub(crate) last_write: HashMap<String, Instant>,
-    /// Run key per object whose start call succeeded but whose `run.started` is not written
-    /// yet: it rides on the next status write instead of a write of its own (a start is safe
-    /// to repeat should the operator restart before that).
-    pub(crate) started: HashMap<String, String>,
-    /// Run key per object whose job id this process recorded. A cache that still shows that run
-    /// without a job id is behind the operator's own write, not a create to resolve.
-    pub(crate) recorded: HashMap<String, String>,
-    /// A hash of the status this process's last status write left per object, and when; removed
-    /// once the cache shows it or after `CACHE_CATCH_UP` (not forgotten at a run's end: the
-    /// end write is one to wait for).
-    pub(crate) written: HashMap<String, (u64, Instant)>,
-}
-
-impl Timings {
-    /// Forgets an object.
-    pub fn forget(&mut self, uid: &str) {
-        self.last_poll.remove(uid);
-        self.last_write.remove(uid);
-        self.started.remove(uid);
-        self.recorded.remove(uid);
+        self.life.store.watch_cache(kind, store);
     }
 }

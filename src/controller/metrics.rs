@@ -308,6 +308,51 @@ fn phase_name(p: &str) -> Option<&'static str> {
     .find(|n| *n == p)
 }
 
+impl crate::run::act::Counters for Metrics {
+    fn reconcile(&self, kind: &'static str, outcome: &'static str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, outcome })
+            .inc();
+    }
+
+    fn status_write(&self, kind: &'static str, why: &'static str) {
+        self.status_writes
+            .get_or_create(&ReconcileLabels { kind, outcome: why })
+            .inc();
+    }
+
+    fn phase(&self, kind: &'static str, phase: &'static str) {
+        self.phase_transitions
+            .get_or_create(&PhaseLabels { kind, phase })
+            .inc();
+    }
+
+    fn submission(&self, kind: &'static str, outcome: &'static str) {
+        self.submissions
+            .get_or_create(&SubmissionLabels { kind, outcome })
+            .inc();
+    }
+
+    fn bk_call(
+        &self,
+        system: &'static str,
+        call: &'static str,
+        outcome: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.bk_calls
+            .get_or_create(&CallLabels {
+                system,
+                call,
+                outcome,
+            })
+            .inc();
+        self.bk_call_seconds
+            .get_or_create(&CallKindLabels { system, call })
+            .observe(took.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@ pub mod connection;
 pub mod context;
 pub mod events;
 pub mod metrics;
-pub mod reconcile;
+pub mod store;
+pub mod systems;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,12 +27,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::api::JobStatus;
 use crate::api::common::{FIELD_MANAGER, Phase};
 use crate::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
+use crate::run::act::{Error, Next, Reconciler};
 use cached::CachedObject;
 use metrics::{Metrics, ReconcileLabels};
-use reconcile::{Error, Reconciler};
 
 pub use context::{Context, LeaderElection, OperatorConfig, default_identity};
 
@@ -107,7 +109,12 @@ async fn reconcile<K: JobKind>(
     ctx: Arc<Context>,
     slots: Arc<Slots>,
 ) -> Result<Action, Error> {
-    if let Some(again) = reconcile::behind_own_write(&ctx, K::NAME, &obj).await {
+    if let Some(uid) = obj.metadata.uid.as_deref()
+        && let Some(again) = ctx
+            .life
+            .behind_own_write(K::NAME, uid, obj.status_as::<JobStatus>())
+            .await
+    {
         return Ok(Action::requeue(again));
     }
     let lane = Lane::of(&obj);
@@ -196,7 +203,7 @@ fn warn_on<K: JobKind>(
         uid: obj.metadata.uid.clone(),
         ..Default::default()
     };
-    ctx.events.publish(
+    ctx.events().publish(
         kube::runtime::events::Event {
             type_: kube::runtime::events::EventType::Warning,
             reason: reason.into(),
@@ -230,10 +237,14 @@ async fn reconcile_one<K: JobKind>(
                 span.record("run", key.as_str());
             }
             use tracing::Instrument as _;
-            Reconciler::new(&ctx, typed, K::NAME)?
+            let next = Reconciler::new(&ctx.life, typed, K::NAME)?
                 .run()
                 .instrument(span)
-                .await
+                .await?;
+            Ok(match next {
+                Next::Requeue(after) => Action::requeue(after),
+                Next::AwaitChange => Action::await_change(),
+            })
         }
         Err(e) => {
             // A malformed object must not stop the watch of its kind: say so on the object and
@@ -607,7 +618,7 @@ pub async fn run(
     health.set_ready(false);
     controllers.cancel();
     while tasks.join_next().await.is_some() {}
-    ctx.events.flush(Duration::from_secs(5)).await;
+    ctx.events().flush(Duration::from_secs(5)).await;
     if let Some((rx, handle)) = leadership {
         // Dropping the receiver makes the manager release the Lease.
         drop(rx);

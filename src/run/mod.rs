@@ -3,6 +3,7 @@
 //! [`decide`] is pure: from the object and the clock it picks one [`Decision`]. The controller
 //! carries it out (Kubernetes writes, BlueKing calls) and reports with [`status`].
 
+pub mod act;
 pub mod kinds;
 pub mod resolve;
 pub mod status;

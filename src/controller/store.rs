@@ -1,0 +1,169 @@
+//! The object store of the run lifecycle, for real: the API server through kube, Events through
+//! the publisher, and each kind's watch cache for the jobs other objects follow.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector;
+
+use super::cached::CachedObject;
+use super::events::Events;
+use crate::api::common::FIELD_MANAGER;
+use crate::run::JobKind;
+use crate::run::act::{ObjectStore, Severity, StoreError};
+
+/// The API server, the Event publisher and the kinds' caches.
+pub struct KubeStore {
+    client: kube::Client,
+    /// Events, published off the reconcile path.
+    pub events: Events,
+    /// Each kind's cache (one per watched namespace), for the job ids other objects follow.
+    caches: std::sync::Mutex<Vec<(&'static str, reflector::Store<CachedObject>)>>,
+}
+
+impl KubeStore {
+    /// A store writing through `client` and publishing with `events`.
+    pub fn new(client: kube::Client, events: Events) -> Self {
+        KubeStore {
+            client,
+            events,
+            caches: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a watch cache of `kind`.
+    pub fn watch_cache(&self, kind: &'static str, cache: reflector::Store<CachedObject>) {
+        self.caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((kind, cache));
+    }
+
+    fn api<K: JobKind>(&self, ns: &str) -> Api<K> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+}
+
+fn store_error(e: kube::Error) -> StoreError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => StoreError::Conflict,
+        kube::Error::Api(s) if s.code == 404 => StoreError::NotFound,
+        e => StoreError::Other(e.to_string()),
+    }
+}
+
+/// A reference to `obj` for an Event.
+pub fn reference<K: JobKind>(obj: &K) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: obj.meta().name.clone(),
+        namespace: obj.meta().namespace.clone(),
+        uid: obj.meta().uid.clone(),
+        resource_version: obj.meta().resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+impl ObjectStore for KubeStore {
+    async fn read<K: JobKind>(&self, ns: &str, name: &str) -> Result<K, StoreError> {
+        self.api::<K>(ns)
+            .get_status(name)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn patch_status<K: JobKind>(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<K, StoreError> {
+        self.api::<K>(ns)
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Merge(patch),
+            )
+            .await
+            .map_err(store_error)
+    }
+
+    async fn set_finalizers<K: JobKind>(
+        &self,
+        ns: &str,
+        name: &str,
+        resource_version: Option<&str>,
+        finalizers: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": resource_version,
+        }});
+        self.api::<K>(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
+    fn event<K: JobKind>(&self, obj: &K, severity: Severity, reason: &str, note: &str) {
+        let type_ = match severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        };
+        let ev = Event {
+            type_,
+            reason: reason.chars().take(128).collect(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        self.events.publish(ev, reference(obj));
+    }
+
+    fn claimed_jobs(&self, kind: &'static str, uid: &str) -> HashMap<String, String> {
+        #[derive(serde::Deserialize)]
+        struct Claim {
+            #[serde(rename = "jobId")]
+            job_id: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Status {
+            run: Option<Claim>,
+            #[serde(default)]
+            history: Vec<Claim>,
+        }
+        let mut claimed = HashMap::new();
+        let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        for obj in caches
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .flat_map(|(_, cache)| cache.state())
+        {
+            if obj.metadata.uid.as_deref() == Some(uid) {
+                continue;
+            }
+            let Some(Ok(status)) = obj.status_as::<Status>() else {
+                continue;
+            };
+            let who = format!(
+                "{}/{}",
+                obj.metadata.namespace.as_deref().unwrap_or_default(),
+                obj.metadata.name.as_deref().unwrap_or_default()
+            );
+            for id in status
+                .run
+                .into_iter()
+                .chain(status.history)
+                .filter_map(|c| c.job_id)
+            {
+                claimed.insert(id, who.clone());
+            }
+        }
+        claimed
+    }
+}

@@ -1,0 +1,217 @@
+//! Status writes: conditional on the resourceVersion a decision was made on, the record of a
+//! created job retried until it lands, and the wait for the cache to show the operator's own
+//! last write.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use tracing::warn;
+
+use super::{Connections, Error, Lifecycle, ObjectStore, Reconciler, Severity};
+use crate::api::JobStatus;
+use crate::api::common::Phase;
+use crate::run::JobKind;
+use crate::run::status::{merge_diff, progress_only};
+
+/// How long a reconcile waits at most for the cache to show the operator's own last status
+/// write before it decides on what the cache has (a decision on an older copy could only fail
+/// its write). Only the operator writes status, so the wait normally ends when the watch
+/// delivers that write; the bound covers someone else writing status meanwhile.
+pub const CACHE_CATCH_UP: Duration = Duration::from_secs(30);
+/// How soon a reconcile waiting for the cache looks again: a quarter of the wait so far, within
+/// these bounds. A lag of seconds is looked at a few times, not four times a second (each look
+/// decodes the cached status).
+pub const CACHE_CATCH_UP_STEPS: (Duration, Duration) =
+    (Duration::from_millis(250), Duration::from_secs(2));
+/// How long a status write of mere progress waits after the object's last status write of any
+/// kind: the id write already says the job runs, so the first poll's counts wait too (under a
+/// burst of submissions they would otherwise add a write per object to a saturated API server).
+pub(super) const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a record of a create's job id is retried before the run is left to be resolved.
+const ID_WRITE_BUDGET: Duration = Duration::from_secs(120);
+
+/// In-memory per-object timing, by uid (never written to status: such stamps make the
+/// controller trigger itself). Times are [`super::Clock::elapsed`] readings.
+#[derive(Default)]
+pub struct Timings {
+    pub(crate) last_poll: HashMap<String, Duration>,
+    /// When this process last wrote each object's status (progress writes wait for
+    /// `PROGRESS_WRITE_INTERVAL` after it).
+    pub(crate) last_write: HashMap<String, Duration>,
+    /// Run key per object whose start call succeeded but whose `run.started` is not written
+    /// yet: it rides on the next status write instead of a write of its own (a start is safe
+    /// to repeat should the operator restart before that).
+    pub(crate) started: HashMap<String, String>,
+    /// Run key per object whose job id this process recorded. A cache that still shows that run
+    /// without a job id is behind the operator's own write, not a create to resolve.
+    pub(crate) recorded: HashMap<String, String>,
+    /// A hash of the status this process's last status write left per object, and when; removed
+    /// once the cache shows it or after `CACHE_CATCH_UP` (not forgotten at a run's end: the
+    /// end write is one to wait for).
+    pub(crate) written: HashMap<String, (u64, Duration)>,
+}
+
+impl Timings {
+    /// Forgets an object.
+    pub fn forget(&mut self, uid: &str) {
+        self.last_poll.remove(uid);
+        self.last_write.remove(uid);
+        self.started.remove(uid);
+        self.recorded.remove(uid);
+    }
+
+    /// Notes this process's write of `hash` at `now`, keeping the maps bounded.
+    fn wrote(&mut self, uid: &str, hash: u64, now: Duration) {
+        if self.written.len() > 4096 {
+            self.written
+                .retain(|_, (_, at)| now.saturating_sub(*at) < CACHE_CATCH_UP);
+        }
+        if self.last_write.len() > 4096 {
+            // An entry older than the interval throttles nothing.
+            self.last_write
+                .retain(|_, at| now.saturating_sub(*at) < PROGRESS_WRITE_INTERVAL);
+        }
+        self.written.insert(uid.to_owned(), (hash, now));
+        self.last_write.insert(uid.to_owned(), now);
+    }
+}
+
+/// Identifies a status as the API server holds it (for "does the cache show our write yet").
+pub fn status_hash(status: Option<&JobStatus>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(&status).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
+    /// Whether the cache still shows object `uid` without the status this process wrote last,
+    /// so the reconcile should wait instead of deciding: how long until it looks again
+    /// ([`CACHE_CATCH_UP_STEPS`]), or `None` to decide now. `cached` is the cached status
+    /// (`Some(Err)` when it cannot be read: the reconcile reports that, nothing to wait for).
+    ///
+    /// A busy API server's watch lags the operator's own writes by seconds. Deciding on the
+    /// older copy would repeat polls and starts and then lose the write to a conflict. A
+    /// person's edit since (spec, annotations) leaves that status as it is, so it does not hold
+    /// the wait up. The controller asks before the reconcile takes one of its kind's slots.
+    pub async fn behind_own_write<E>(
+        &self,
+        kind: &'static str,
+        uid: &str,
+        cached: Option<Result<JobStatus, E>>,
+    ) -> Option<Duration> {
+        let (hash, at) = self.timings.lock().await.written.get(uid).copied()?;
+        let cached = match cached {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(_)) => return None,
+        };
+        let waited = self.clock.elapsed().saturating_sub(at);
+        if status_hash(cached.as_ref()) != hash && waited < CACHE_CATCH_UP {
+            self.counters.reconcile(kind, "await_cache");
+            let (shortest, longest) = CACHE_CATCH_UP_STEPS;
+            return Some((waited / 4).clamp(shortest, longest));
+        }
+        // Caught up (or given up on): nothing more to wait for until the next write.
+        self.timings.lock().await.written.remove(uid);
+        None
+    }
+}
+
+impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
+    /// Writes `new` over `old` as a minimal merge patch, only if the object is still at the
+    /// resourceVersion this reconcile's decisions were made on (its own last write's, or the
+    /// cached one's): a decision made on a stale cache must not overwrite what it did not see
+    /// (a conflict, and the next reconcile decides again). Publishes an Event when the phase
+    /// changed.
+    pub(super) async fn write(&self, old: &JobStatus, new: JobStatus) -> Result<bool, Error> {
+        let rv = self
+            .rv
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Unnamed)?;
+        self.write_at(old, new, &rv).await
+    }
+
+    /// [`Self::write`] against the object at `rv`.
+    async fn write_at(&self, old: &JobStatus, new: JobStatus, rv: &str) -> Result<bool, Error> {
+        let (Ok(old_v), Ok(new_v)) = (serde_json::to_value(old), serde_json::to_value(&new)) else {
+            return Ok(false);
+        };
+        let Some(diff) = merge_diff(&old_v, &new_v) else {
+            return Ok(false);
+        };
+        let patch = json!({ "metadata": { "resourceVersion": rv }, "status": diff });
+        let written: K = self
+            .life
+            .store
+            .patch_status(&self.ns, &self.name, &patch)
+            .await?;
+        *self.rv.lock().unwrap_or_else(|e| e.into_inner()) =
+            written.meta().resource_version.clone();
+        let hash = status_hash(written.job_status());
+        let now = self.life.clock.elapsed();
+        self.life.timings.lock().await.wrote(&self.uid, hash, now);
+        let new_run = new.run.as_ref().map(|r| &r.key);
+        let why = if new_run.is_some() && new_run != old.run.as_ref().map(|r| &r.key) {
+            "intent"
+        } else if progress_only(old, &new) {
+            "progress"
+        } else {
+            "change"
+        };
+        self.life.counters.status_write(self.kind, why);
+        if let Some(phase) = new.phase
+            && old.phase != new.phase
+        {
+            self.life.counters.phase(self.kind, phase.as_str());
+            let severity = match phase {
+                Phase::Failed | Phase::Unknown | Phase::Cancelled => Severity::Warning,
+                _ => Severity::Normal,
+            };
+            let message = new.message.clone().unwrap_or_default();
+            self.event(severity, phase.as_str(), &message);
+        }
+        Ok(true)
+    }
+
+    /// Writes until it lands (the record of a created job must not be lost), within a budget:
+    /// on a conflict or an error, reads the object and writes against what it holds.
+    /// `current` is the status this reconcile's own last write left.
+    pub(super) async fn write_until_landed(
+        &self,
+        current: &JobStatus,
+        new: JobStatus,
+    ) -> Result<(), Error> {
+        let started = self.life.clock.elapsed();
+        let mut delay = Duration::from_millis(200);
+        // Right after its own write the reconcile knows the object without a read.
+        let mut known = Some(current.clone());
+        loop {
+            let attempt = match known.take() {
+                Some(current) => self.write(&current, new.clone()).await,
+                None => match self.life.store.read::<K>(&self.ns, &self.name).await {
+                    Ok(o) => {
+                        let current = o.job_status().cloned().unwrap_or_default();
+                        let rv = o.meta().resource_version.clone().unwrap_or_default();
+                        self.write_at(&current, new.clone(), &rv).await
+                    }
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(e) if self.life.clock.elapsed().saturating_sub(started) < ID_WRITE_BUDGET => {
+                    if !e.is_conflict() {
+                        warn!(error = %e, "recording the job id failed; retrying");
+                        self.life.clock.sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
