@@ -999,9 +999,13 @@ async fn typed_calls_directly() {
 /// Sends a GSEKit create with `ticket`; how long the create took.
 async fn create_with(c: &BkClient, ticket: CreateTicket, key: &str) -> Duration {
     let sent = Instant::now();
-    c.submit_with(ticket, &CreateRequest::Gsekit(gsekit_req(key)))
-        .await
-        .unwrap();
+    c.submit_with(
+        ticket,
+        &CreateRequest::Gsekit(gsekit_req(key)),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     sent.elapsed()
 }
 

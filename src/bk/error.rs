@@ -152,6 +152,20 @@ pub enum BkError {
         /// The start of the body, redacted.
         body: String,
     },
+    /// A create that was not sent: it waited for the rate limit's pause or a slot among the calls
+    /// in flight until past the time it had to be sent by (a create sent long after its intent
+    /// could land after another operator's search concluded that it was never made).
+    #[error(
+        "{call}: not sent: it waited {waited:?} to be sent and had {window:?}; nothing was sent"
+    )]
+    NotSent {
+        /// The call.
+        call: CallInfo,
+        /// How long it waited.
+        waited: Duration,
+        /// How long it could wait.
+        window: Duration,
+    },
     /// A 2xx answer that could not be decoded (not JSON, no `result`, `data` of the wrong shape).
     #[error(
         "{call}: undecodable answer (HTTP {status}{}) at `{path}`: {message}",
@@ -218,6 +232,7 @@ impl BkError {
             BkError::Api(a) => classify_answer(a.call.kind, a.status, a.code.as_ref()),
             BkError::Http { call, status, .. } => classify_answer(call.kind, *status, None),
             BkError::Decode { call, .. } => maybe_ran(call.kind),
+            BkError::NotSent { .. } => ErrorClass::Transient,
         }
     }
 
@@ -261,7 +276,8 @@ impl BkError {
             BkError::Api(a) => Some(a.call),
             BkError::Transport { call, .. }
             | BkError::Http { call, .. }
-            | BkError::Decode { call, .. } => Some(*call),
+            | BkError::Decode { call, .. }
+            | BkError::NotSent { call, .. } => Some(*call),
         }
     }
 
@@ -316,6 +332,7 @@ impl BkError {
             BkError::Api(_) => "api",
             BkError::Http { .. } => "http",
             BkError::Decode { .. } => "decode",
+            BkError::NotSent { .. } => "not_sent",
         }
     }
 }

@@ -604,15 +604,17 @@ impl BkClient {
     }
 
     /// [`BkClient::submit`] with the token of `ticket`: the create is sent without waiting for
-    /// the rate again (only for a slot among the calls in flight, or a 429's pause).
+    /// the rate again (only for a slot among the calls in flight, or a 429's pause), and not at
+    /// all ([`BkError::NotSent`]) if those waits last longer than `send_within`.
     pub async fn submit_with(
         &self,
         ticket: CreateTicket,
         req: &CreateRequest,
+        send_within: std::time::Duration,
     ) -> Result<Submitted, BkError> {
         self.inner
             .transport
-            .with_ticket(ticket.waited, self.submit(req))
+            .with_ticket(ticket.waited, send_within, self.submit(req))
             .await
     }
 

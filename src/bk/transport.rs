@@ -82,9 +82,21 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 tokio::task_local! {
-    /// Inside [`Transport::with_ticket`]: a create token already taken, and how long that took.
-    /// The first create call of the scope uses it instead of waiting for another.
-    static PREPAID: std::cell::Cell<Option<Duration>>;
+    /// Inside [`Transport::with_ticket`]: a create token already taken, how long that took, and
+    /// when the create must be sent by. The first create call of the scope uses it instead of
+    /// waiting for another.
+    static PREPAID: std::cell::Cell<Option<Prepaid>>;
+}
+
+/// A create's token, taken ahead of its call.
+#[derive(Clone, Copy)]
+struct Prepaid {
+    /// How long taking it took.
+    waited: Duration,
+    /// When the create's own wait (a 429's pause, a slot among the calls in flight) began.
+    since: Instant,
+    /// How long that wait may last before the create is given up unsent.
+    window: Duration,
 }
 
 /// The shared transport behind a [`super::BkClient`].
@@ -228,13 +240,20 @@ impl Transport {
         asked.elapsed()
     }
 
-    /// Runs `f` with a create token taken `waited` ago: its first create call uses it.
+    /// Runs `f` with a create token taken `waited` ago: its first create call uses it, and is
+    /// given up unsent ([`BkError::NotSent`]) if it cannot be sent within `window` from now.
     pub(crate) async fn with_ticket<F: std::future::Future>(
         &self,
         waited: Duration,
+        window: Duration,
         f: F,
     ) -> F::Output {
-        PREPAID.scope(std::cell::Cell::new(Some(waited)), f).await
+        let prepaid = Prepaid {
+            waited,
+            since: Instant::now(),
+            window,
+        };
+        PREPAID.scope(std::cell::Cell::new(Some(prepaid)), f).await
     }
 
     /// One attempt: wait for the rate limiter and an in-flight slot, send, decode the envelope.
@@ -254,8 +273,18 @@ impl Transport {
             .acquire()
             .await
             .map_err(|_| BkError::Config("client is shut down".into()))?;
+        if let Some(p) = prepaid
+            && p.since.elapsed() > p.window
+        {
+            return Err(BkError::NotSent {
+                call: req.call,
+                waited: p.since.elapsed(),
+                window: p.window,
+            });
+        }
         if let Some(WaitObserver(observe)) = &self.on_wait {
-            observe(moves_a_job, prepaid.unwrap_or_default() + asked.elapsed());
+            let waited = prepaid.map(|p| p.waited).unwrap_or_default();
+            observe(moves_a_job, waited + asked.elapsed());
         }
 
         let span = tracing::debug_span!("bk_call", system = %req.call.system, endpoint = req.call.endpoint);

@@ -117,7 +117,7 @@ impl Context {
             .with_metrics(metrics.clone());
         let events = Events::start(client.clone(), reporter, metrics.clone());
         let life = Lifecycle::new(
-            KubeStore::new(client.clone(), events),
+            KubeStore::new(client.clone(), events, config.namespaces.clone()),
             BkSystems::new(connections, BkflowBatcher::new(batch::BKFLOW_BATCH_WINDOW)),
             config.run_config(),
             metrics.clone(),

@@ -18,6 +18,8 @@ use crate::run::act::{ObjectStore, Severity, StoreError};
 /// The API server, the Event publisher and the kinds' caches.
 pub struct KubeStore {
     client: kube::Client,
+    /// The namespaces watched; empty: all.
+    namespaces: Vec<String>,
     /// Events, published off the reconcile path.
     pub events: Events,
     /// Each kind's cache (one per watched namespace), for the job ids other objects follow.
@@ -25,10 +27,12 @@ pub struct KubeStore {
 }
 
 impl KubeStore {
-    /// A store writing through `client` and publishing with `events`.
-    pub fn new(client: kube::Client, events: Events) -> Self {
+    /// A store writing through `client` and publishing with `events`, listing `namespaces`
+    /// (empty: all).
+    pub fn new(client: kube::Client, events: Events, namespaces: Vec<String>) -> Self {
         KubeStore {
             client,
+            namespaces,
             events,
             caches: std::sync::Mutex::new(Vec::new()),
         }
@@ -74,6 +78,25 @@ impl ObjectStore for KubeStore {
             .get_status(name)
             .await
             .map_err(store_error)
+    }
+
+    async fn list<K: JobKind>(&self) -> Result<Vec<K>, StoreError> {
+        let params = kube::api::ListParams::default();
+        if self.namespaces.is_empty() {
+            let all: Api<K> = Api::all(self.client.clone());
+            return Ok(all.list(&params).await.map_err(store_error)?.items);
+        }
+        let mut items = Vec::new();
+        for ns in &self.namespaces {
+            items.extend(
+                self.api::<K>(ns)
+                    .list(&params)
+                    .await
+                    .map_err(store_error)?
+                    .items,
+            );
+        }
+        Ok(items)
     }
 
     async fn patch_status<K: JobKind>(

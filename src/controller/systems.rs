@@ -82,8 +82,10 @@ impl JobSystem for Connected {
         &self,
         ticket: CreateTicket,
         req: &CreateRequest,
+        send_within: Duration,
     ) -> Result<Submitted, BkError> {
-        self.resolved.client.submit_with(ticket, req).await
+        let client = &self.resolved.client;
+        client.submit_with(ticket, req, send_within).await
     }
 
     async fn start(&self, job: &JobRef) -> Result<(), BkError> {

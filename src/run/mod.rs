@@ -275,12 +275,21 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 return Decision::CancelForDeletion;
             }
             if r.job_id.is_none() {
-                return Decision::RemoveFinalizer {
-                    warning: Some(format!(
-                        "deleted while the outcome of run {} was unknown; nothing could be cancelled",
-                        r.key
-                    )),
-                };
+                // Whether the create made a job is unclear, and the job may be running: find it
+                // (to cancel it) before letting go, or a person says which it is. Let go now, it
+                // would run on untracked, and its job could pass for another object's.
+                if let Some(id) = o.adopt_annotation.filter(|a| is_job_id(a)) {
+                    return Decision::AdoptIntoRun {
+                        job_id: id.to_owned(),
+                    };
+                }
+                if o.confirm_annotation == Some(r.key.as_str()) {
+                    return Decision::RemoveFinalizer { warning: None };
+                }
+                if r.phase == Phase::Unknown {
+                    return Decision::Idle { requeue: None };
+                }
+                return Decision::Resolve;
             }
         }
         return Decision::RemoveFinalizer { warning: None };

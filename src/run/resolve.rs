@@ -51,13 +51,17 @@ pub enum Resolution {
 /// `stores_key`: the system keeps the run key on its jobs. `complete`: the search saw every job
 /// of the window (it did not stop at its page limit); an incomplete search never concludes that
 /// nothing was created. `grace`: how long after the intent a missing job may still appear
-/// (longer than the create call's own timeout).
+/// (longer than the create call's own timeout). `contested`: another object's run with the same
+/// content has an unclear create too (intent written, no job recorded), so a job that matches by
+/// content could as well be that run's: where the system does not keep the key, it is never
+/// adopted then; a person decides.
 pub fn resolution(
     found: &[Found],
     stores_key: bool,
     complete: bool,
     searched_for: Duration,
     grace: Duration,
+    contested: bool,
 ) -> Resolution {
     let plausible: Vec<&Found> = found
         .iter()
@@ -71,14 +75,20 @@ pub fn resolution(
         })
         .collect();
     let open = searched_for < grace;
-    let certain = |f: &Found| stores_key || f.content_matched == Some(true);
+    let contested = contested && !stores_key;
+    let certain = |f: &Found| stores_key || (f.content_matched == Some(true) && !contested);
     let ids = || plausible.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
     match plausible.as_slice() {
         [one] if certain(one) => Resolution::Adopt(one.id.clone()),
-        // A job whose content the system did not show yet: look again until the window closes.
+        // A job whose content the system did not show yet, or one another unclear run may have
+        // made: look again until the window closes (the other run may record it meanwhile).
         [_] if open => Resolution::Wait,
         [_] => Resolution::Unknown {
-            reason: reason::UNKNOWN_SUBMISSION,
+            reason: if contested {
+                reason::AMBIGUOUS_SUBMISSION
+            } else {
+                reason::UNKNOWN_SUBMISSION
+            },
             plausible: ids(),
         },
         [] if open => Resolution::Wait,
@@ -97,11 +107,25 @@ pub fn resolution(
     }
 }
 
+/// The margin between the latest a create can land and the earliest a search concludes it was
+/// never made: covers the clocks of two operator processes disagreeing by a few seconds.
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(5);
+/// The shortest time a create may take to be sent after its intent.
+pub const MIN_SEND_WINDOW: Duration = Duration::from_secs(10);
+
 /// How long after its intent an unclear create is searched for before the search concludes:
-/// the operator's grace, and never less than the create call's own timeout plus a margin, so
-/// that a create still on its way cannot land after the search gave up on it.
+/// the operator's grace, and never less than a create's send window plus its call timeout plus
+/// [`CLOCK_MARGIN`], so that a create still on its way cannot land after the search gave up on it.
 pub fn grace(resolve_grace: Duration, create_timeout: Duration) -> Duration {
-    resolve_grace.max(create_timeout + Duration::from_secs(5))
+    resolve_grace.max(MIN_SEND_WINDOW + create_timeout + CLOCK_MARGIN)
+}
+
+/// How long after its intent a create may still be sent: a create sent later could land after
+/// a search (by another operator process, with the same `grace`) concluded that nothing was
+/// created, and the run would be submitted twice. A create that cannot be sent in time is not
+/// sent; the run is tried again as one whose create was not made.
+pub fn send_window(grace: Duration, create_timeout: Duration) -> Duration {
+    grace.saturating_sub(create_timeout + CLOCK_MARGIN)
 }
 
 #[cfg(test)]
@@ -167,7 +191,7 @@ mod tests {
         ];
         for (found, complete, after, want) in cases {
             assert_eq!(
-                resolution(&found, true, complete, after, GRACE),
+                resolution(&found, true, complete, after, GRACE, false),
                 want,
                 "{found:?} complete={complete} after={after:?}"
             );
@@ -243,7 +267,7 @@ mod tests {
         ];
         for (found, after, want) in cases {
             assert_eq!(
-                resolution(&found, false, true, after, GRACE),
+                resolution(&found, false, true, after, GRACE, false),
                 want,
                 "{found:?} after={after:?}"
             );
@@ -251,10 +275,64 @@ mod tests {
     }
 
     #[test]
+    fn a_content_match_another_unclear_run_could_have_made_is_never_adopted() {
+        let one = job("1", false, Some(true), None);
+        let cases: Vec<(Vec<Found>, bool, Duration, Resolution)> = vec![
+            (
+                vec![one.clone()],
+                false,
+                EARLY,
+                Resolution::Adopt("1".into()),
+            ),
+            (vec![one.clone()], true, EARLY, Resolution::Wait),
+            (
+                vec![one.clone()],
+                true,
+                LATE,
+                unknown(reason::AMBIGUOUS_SUBMISSION, &["1"]),
+            ),
+            // Claimed by the other run meanwhile: not a candidate.
+            (
+                vec![job("1", false, Some(true), Some("ns/other"))],
+                true,
+                LATE,
+                unknown(reason::UNKNOWN_SUBMISSION, &[]),
+            ),
+        ];
+        for (found, contested, after, want) in cases {
+            assert_eq!(
+                resolution(&found, false, true, after, GRACE, contested),
+                want,
+                "{found:?} contested={contested} after={after:?}"
+            );
+        }
+        // Where the system keeps the key, the key decides.
+        let keyed = job("8", true, Some(true), None);
+        assert_eq!(
+            resolution(&[keyed], true, true, EARLY, GRACE, true),
+            Resolution::Adopt("8".into())
+        );
+    }
+
+    #[test]
     fn the_grace_outlasts_the_create_calls_timeout() {
         let s = Duration::from_secs;
         assert_eq!(grace(s(240), s(30)), s(240));
-        assert_eq!(grace(s(3), s(30)), s(35));
-        assert_eq!(grace(s(3), s(2)), s(7));
+        assert_eq!(grace(s(3), s(30)), s(45));
+        assert_eq!(grace(s(3), s(2)), s(17));
+        // A create sent at the end of its window and taking its whole timeout lands a clock
+        // margin before the search may conclude; the window is never shorter than the minimum.
+        for (resolve_grace, timeout) in [(240, 30), (3, 30), (3, 2), (60, 60), (600, 1)] {
+            let (resolve_grace, timeout) = (s(resolve_grace), s(timeout));
+            let g = grace(resolve_grace, timeout);
+            let w = send_window(g, timeout);
+            assert_eq!(
+                w + timeout + CLOCK_MARGIN,
+                g,
+                "{resolve_grace:?} {timeout:?}"
+            );
+            assert!(w >= MIN_SEND_WINDOW, "{resolve_grace:?} {timeout:?}: {w:?}");
+        }
+        assert_eq!(send_window(s(240), s(30)), s(205));
     }
 }

@@ -364,13 +364,28 @@ fn deletion_cancels_only_with_the_cancel_policy() {
     assert_eq!(w.decide(), Decision::CancelForDeletion);
     w.status.run.as_mut().unwrap().cancel_requested_at = Some(now());
     assert_eq!(w.decide(), Decision::RemoveFinalizer { warning: None });
+    // An unclear create: found first (then cancelled), or a person says what it was.
     let mut w = World::new(Some(run(Phase::Submitting, None)));
     w.finalizer = true;
     w.deleting = true;
-    assert!(matches!(
+    assert_eq!(w.decide(), Decision::Resolve);
+    w.status.run.as_mut().unwrap().phase = Phase::Unknown;
+    assert_eq!(w.decide(), Decision::Idle { requeue: None });
+    w.adopt = Some("42");
+    assert_eq!(
         w.decide(),
-        Decision::RemoveFinalizer { warning: Some(_) }
-    ));
+        Decision::AdoptIntoRun {
+            job_id: "42".into()
+        }
+    );
+    w.adopt = None;
+    w.confirm = Some("abc-g1-a1");
+    assert_eq!(w.decide(), Decision::RemoveFinalizer { warning: None });
+    // A create that was not made holds nothing.
+    let mut w = World::new(Some(run(Phase::Pending, None)));
+    w.finalizer = true;
+    w.deleting = true;
+    assert_eq!(w.decide(), Decision::RemoveFinalizer { warning: None });
     let mut w = World::new(None);
     w.deleting = true;
     assert_eq!(

@@ -38,7 +38,7 @@ pub use seams::{
     StoreError, SystemClock,
 };
 pub use submit::{CreateFailure, create_failure, unsupported_message};
-pub use write::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS, Timings, status_hash};
+pub use write::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS, Timings, over_fresh, status_hash};
 
 /// What the lifecycle is told about timing and its windows.
 #[derive(Clone, Debug)]
@@ -368,6 +368,11 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
         self.life
             .counters
             .bk_call(K::SYSTEM.as_str(), call, out, took);
+    }
+
+    /// Whether the object is being deleted.
+    fn deleting(&self) -> bool {
+        self.obj.meta().deletion_timestamp.is_some()
     }
 
     fn count_submission(&self, outcome: &'static str) {

@@ -32,11 +32,13 @@ pub trait JobSystem: Send + Sync {
     fn unsupported(&self, req: &CreateRequest) -> Option<Unsupported>;
     /// Waits for the connection's rate limit for a create.
     fn create_ticket(&self) -> impl Future<Output = Self::Ticket> + Send;
-    /// Creates the job, once, never retried.
+    /// Creates the job, once, never retried; not sent at all ([`BkError::NotSent`]) unless it
+    /// can be sent within `send_within`.
     fn submit(
         &self,
         ticket: Self::Ticket,
         req: &CreateRequest,
+        send_within: Duration,
     ) -> impl Future<Output = Result<Submitted, BkError>> + Send;
     /// Starts a job created not started (BKFlow, JOB v3).
     fn start(&self, job: &JobRef) -> impl Future<Output = Result<(), BkError>> + Send;
@@ -105,6 +107,8 @@ pub trait ObjectStore: Send + Sync {
         ns: &str,
         name: &str,
     ) -> impl Future<Output = Result<K, StoreError>> + Send;
+    /// Every object of kind `K` the operator watches, read now (not from a cache).
+    fn list<K: JobKind>(&self) -> impl Future<Output = Result<Vec<K>, StoreError>> + Send;
     /// Applies a merge patch to the status subresource. `patch` carries
     /// `metadata.resourceVersion`, so the store refuses it ([`StoreError::Conflict`]) when the
     /// object moved. Returns the object as written.

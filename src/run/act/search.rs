@@ -10,10 +10,11 @@ use super::record::Record;
 use super::{Connections, Error, JobSystem, Next, ObjectStore, Reconciler, Severity};
 use crate::api::JobStatus;
 use crate::api::common::{ADOPT_ANNOTATION, CONFIRM_NOT_SUBMITTED_ANNOTATION, Phase, RunStatus};
-use crate::bk::facade::{Candidate, SearchQuery};
+use crate::bk::facade::{Candidate, SearchQuery, SearchTarget};
 use crate::run::resolve::{self, Found, Resolution};
 use crate::run::status::render;
-use crate::run::{JobKind, reason};
+use crate::run::{Defaults, JobKind, reason};
+use chrono::{DateTime, Utc};
 
 /// What the search found, as [`resolve::resolution`] weighs it: jobs of this object's earlier
 /// runs (`earlier`) and jobs other objects follow (`claimed`, by job id: who) are claimed.
@@ -63,6 +64,62 @@ pub fn unknown_message(key: &str, plausible: &[String]) -> String {
     }
 }
 
+/// The other objects' runs, weighed against a content search.
+struct Alike<'a> {
+    uid: &'a str,
+    target: &'a SearchTarget,
+    defaults: &'a Defaults,
+    intent_at: DateTime<Utc>,
+    window: Duration,
+}
+
+impl Alike<'_> {
+    /// Adds the jobs `others` follow to `claimed`, and names one whose current run could have made
+    /// a job matching this search: same content, its create unclear, its intent in the window.
+    fn check<K: JobKind>(
+        &self,
+        others: &[K],
+        claimed: &mut HashMap<String, String>,
+    ) -> Option<String> {
+        let mut contested = None;
+        for other in others {
+            if other.meta().uid.as_deref() == Some(self.uid) {
+                continue;
+            }
+            let who = format!(
+                "{}/{}",
+                other.meta().namespace.as_deref().unwrap_or_default(),
+                other.meta().name.as_deref().unwrap_or_default()
+            );
+            let Some(status) = other.job_status() else {
+                continue;
+            };
+            let ids = status.run.iter().filter_map(|r| r.job_id.clone());
+            let history = status.history.iter().filter_map(|r| r.job_id.clone());
+            for id in ids.chain(history) {
+                claimed.entry(id).or_insert_with(|| who.clone());
+            }
+            let Some(run) = &status.run else { continue };
+            let unclear =
+                run.job_id.is_none() && matches!(run.phase, Phase::Submitting | Phase::Unknown);
+            let near = run.intent_at.is_some_and(|t| {
+                (t - self.intent_at)
+                    .abs()
+                    .to_std()
+                    .is_ok_and(|d| d <= self.window)
+            });
+            if unclear
+                && near
+                && contested.is_none()
+                && other.search_target(self.defaults).ok().as_ref() == Some(self.target)
+            {
+                contested = Some(format!("{who} (run {})", run.key));
+            }
+        }
+        contested
+    }
+}
+
 impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
     /// Searches for the job of a run whose create had no clear answer.
     pub(super) async fn resolve(&self, status: JobStatus) -> Result<Next, Error> {
@@ -96,11 +153,18 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                     .await;
             }
         };
+        let grace = resolve::grace(self.life.config.resolve_grace, conn.system.timeout());
+        // The run's create, if made, was made within the grace window after its intent: a job
+        // created later is another run's. A minute either side allows for BlueKing's clock.
+        let latest = chrono::TimeDelta::from_std(grace)
+            .ok()
+            .and_then(|g| intent_at.checked_add_signed(g))
+            .map_or(now, |end| end.min(now));
         let query = SearchQuery {
             key: run.key.clone(),
             creator: self.obj.creator(&conn.defaults),
             since: crate::run::shifted(intent_at, -60).unwrap_or(intent_at),
-            until: crate::run::shifted(now, 60).unwrap_or(now),
+            until: crate::run::shifted(latest, 60).unwrap_or(latest),
             target,
         };
         let started = self.life.clock.elapsed();
@@ -124,9 +188,29 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             .iter()
             .filter_map(|h| h.job_id.clone())
             .collect();
-        let claimed = self.life.claimed_jobs(self.kind, &self.uid);
+        let mut claimed = self.life.claimed_jobs(self.kind, &self.uid);
+        // Where only content tells jobs apart, the caches may lag: read the other objects now,
+        // after the search, for the jobs they follow and the runs that may have made a candidate.
+        let mut contested = None;
+        if !K::SYSTEM.stores_run_key() && !searched.candidates.is_empty() {
+            let others = match self.life.store.list::<K>().await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(error = %e, "listing the other objects failed");
+                    return Ok(Next::Requeue(Duration::from_secs(5)));
+                }
+            };
+            let window = grace + Duration::from_secs(60);
+            let alike = Alike {
+                uid: &self.uid,
+                target: &query.target,
+                defaults: &conn.defaults,
+                intent_at,
+                window,
+            };
+            contested = alike.check(&others, &mut claimed);
+        }
         let found = found(&searched.candidates, &earlier, &claimed);
-        let grace = resolve::grace(self.life.config.resolve_grace, conn.system.timeout());
         let searched_for = (now - intent_at).to_std().unwrap_or_default();
         let outcome = resolve::resolution(
             &found,
@@ -134,6 +218,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             searched.complete,
             searched_for,
             grace,
+            contested.is_some(),
         );
         debug!(
             candidates = found.len(),
@@ -157,8 +242,9 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 self.count_submission("found");
                 let note = format!("found {job} for run {} after an unclear create", run.key);
                 self.event(Severity::Normal, "Found", &note);
-                let two_phase = self.obj.two_phase();
-                self.record_job(Record::Decided(&status), run, job, None, true, two_phase)
+                // A deleted object's job is found to be cancelled, not started.
+                let start = self.obj.two_phase() && !self.deleting();
+                self.record_job(Record::Decided(&status), run, job, None, true, start)
                     .await
             }
             Resolution::Wait => Ok(Next::Requeue(
@@ -176,6 +262,16 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 self.event(Severity::Normal, reason::SUBMISSION_NOT_FOUND, &note);
                 // The run that created nothing leaves no history entry.
                 let mut base = status;
+                if self.deleting() {
+                    // Nothing to cancel, nothing to submit: the object may go.
+                    let old = base.clone();
+                    if let Some(r) = base.run.as_mut() {
+                        r.phase = Phase::Pending;
+                        r.reason = Some(reason::SUBMISSION_NOT_FOUND.to_owned());
+                    }
+                    self.write(&old, base).await?;
+                    return Ok(Next::Requeue(Duration::from_millis(200)));
+                }
                 let (attempt, retries) = (run.attempt + 1, run.retries);
                 if let Some(r) = base.run.as_mut() {
                     r.phase = Phase::Pending;
@@ -187,7 +283,12 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 reason: why,
                 plausible,
             } => {
-                let message = unknown_message(&run.key, &plausible);
+                let mut message = unknown_message(&run.key, &plausible);
+                if let Some(other) = contested {
+                    message.push_str(&format!(
+                        " ({other} has an unclear create with the same content in the same window)"
+                    ));
+                }
                 self.event(Severity::Warning, why, &message);
                 self.unknown(&status, run, why, message).await
             }

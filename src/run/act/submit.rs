@@ -14,7 +14,7 @@ use crate::api::common::{Phase, RunStatus};
 use crate::bk::facade::Unsupported;
 use crate::bk::{BkError, ErrorClass};
 use crate::run::status::{push_history, render};
-use crate::run::{JobKind, reason, run_key};
+use crate::run::{JobKind, reason, resolve, run_key};
 
 /// Why bkops refuses a run before its intent.
 enum Refusal {
@@ -191,6 +191,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         // resourceVersion this decision was made on. The store compares and swaps, so a write
         // that lands proves the cached copy was the current object; a stale cache, a person's
         // edit or another operator makes it fail with a conflict, and no call is made.
+        let intended = self.life.clock.elapsed();
         let (intent, run) = self.intent(&status, &key, attempt, retries);
         match self.write(&status, intent.clone()).await {
             Ok(_) => {}
@@ -211,8 +212,30 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         let (Some(request), Some(ticket)) = (request, ticket) else {
             return Ok(Next::AwaitChange);
         };
+        // A create sent later than its window after the intent could land after another
+        // process's search concluded it was never made: it is not sent then (NotSent), and the
+        // run is tried again like a create that could not be made.
+        let timeout = conn.system.timeout();
+        let window = resolve::send_window(
+            resolve::grace(self.life.config.resolve_grace, timeout),
+            timeout,
+        );
         let started = self.life.clock.elapsed();
-        let result = conn.system.submit(ticket, &request).await;
+        let since_intent = started.saturating_sub(intended);
+        let result = if since_intent < window {
+            let send_within = window - since_intent;
+            conn.system.submit(ticket, &request, send_within).await
+        } else {
+            Err(BkError::NotSent {
+                call: crate::bk::CallInfo {
+                    system: K::SYSTEM,
+                    endpoint: "create",
+                    kind: crate::bk::CallKind::Create,
+                },
+                waited: since_intent,
+                window,
+            })
+        };
         self.record_call("create", started, &result.as_ref());
         match result {
             Ok(sub) => {

@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::warn;
 
-use super::{Connections, Error, Lifecycle, ObjectStore, Reconciler, Severity};
+use super::{Connections, Error, Lifecycle, ObjectStore, Reconciler, Severity, StoreError};
 use crate::api::JobStatus;
 use crate::api::common::Phase;
 use crate::run::JobKind;
-use crate::run::status::{merge_diff, progress_only};
+use crate::run::status::{merge_diff, progress_only, push_history};
 
 /// How long a reconcile waits at most for the cache to show the operator's own last status
 /// write before it decides on what the cache has (a decision on an older copy could only fail
@@ -83,6 +83,29 @@ pub fn status_hash(status: Option<&JobStatus>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_vec(&status).unwrap_or_default().hash(&mut h);
     h.finish()
+}
+
+/// What to write over `fresh` (the object as read now) to record `new`, the outcome of this
+/// reconcile's run: `new` itself while the object is still on that run. If it moved on to
+/// another run meanwhile (another operator process decided on it), that run is left alone: a
+/// job this run made goes into history, so it is never lost; an outcome without a job is
+/// dropped (`None`).
+pub fn over_fresh(fresh: &JobStatus, new: &JobStatus) -> Option<JobStatus> {
+    let ours = new.run.as_ref()?;
+    if fresh.run.as_ref().map(|r| &r.key) == Some(&ours.key) {
+        return Some(new.clone());
+    }
+    ours.job_id.as_ref()?;
+    if fresh
+        .history
+        .iter()
+        .any(|h| h.key == ours.key && h.job_id == ours.job_id)
+    {
+        return None;
+    }
+    let mut kept = fresh.clone();
+    push_history(&mut kept.history, ours);
+    Some(kept)
 }
 
 impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
@@ -178,7 +201,8 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
     }
 
     /// Writes until it lands (the record of a created job must not be lost), within a budget:
-    /// on a conflict or an error, reads the object and writes against what it holds.
+    /// on a conflict or an error, reads the object and writes against what it holds
+    /// ([`over_fresh`]: never over a run another process started meanwhile).
     /// `current` is the status this reconcile's own last write left.
     pub(super) async fn write_until_landed(
         &self,
@@ -196,13 +220,18 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                     Ok(o) => {
                         let current = o.job_status().cloned().unwrap_or_default();
                         let rv = o.meta().resource_version.clone().unwrap_or_default();
-                        self.write_at(&current, new.clone(), &rv).await
+                        match over_fresh(&current, &new) {
+                            Some(record) => self.write_at(&current, record, &rv).await,
+                            None => return Ok(()),
+                        }
                     }
                     Err(e) => Err(e.into()),
                 },
             };
             match attempt {
                 Ok(_) => return Ok(()),
+                // The object is gone: there is nothing left to write the record to.
+                Err(e @ Error::Store(StoreError::NotFound)) => return Err(e),
                 Err(e) if self.life.clock.elapsed().saturating_sub(started) < ID_WRITE_BUDGET => {
                     if !e.is_conflict() {
                         warn!(error = %e, "recording the job id failed; retrying");
@@ -213,5 +242,45 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::RunStatus;
+
+    fn status(key: &str, job: Option<&str>) -> JobStatus {
+        JobStatus {
+            phase: Some(Phase::Running),
+            run: Some(RunStatus {
+                key: key.into(),
+                job_id: job.map(str::to_owned),
+                phase: Phase::Running,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_late_record_never_overwrites_a_run_another_process_started() {
+        // Still on our run: our record is written as it is.
+        let ours = status("u-g1-a1", Some("7"));
+        assert_eq!(
+            over_fresh(&status("u-g1-a1", None), &ours),
+            Some(ours.clone())
+        );
+        // Moved on to a2: a2 stays; our job goes into history, once.
+        let fresh = status("u-g1-a2", None);
+        let kept = over_fresh(&fresh, &ours).expect("the job is kept");
+        assert_eq!(kept.run, fresh.run);
+        assert_eq!(kept.history.len(), 1);
+        assert_eq!(kept.history[0].key, "u-g1-a1");
+        assert_eq!(kept.history[0].job_id.as_deref(), Some("7"));
+        assert_eq!(over_fresh(&kept, &ours), None);
+        // An outcome without a job (unclear, not made) has nothing to keep.
+        assert_eq!(over_fresh(&fresh, &status("u-g1-a1", None)), None);
+        assert_eq!(over_fresh(&fresh, &JobStatus::default()), None);
     }
 }

@@ -1,0 +1,816 @@
+//! In-memory fakes of the lifecycle's seams: an object store with resourceVersion
+//! compare-and-swap and per-instance lagging caches, and a BlueKing that keeps its jobs and
+//! injects faults. Every call is an await point (a yield the scheduler may stop at, or kill the
+//! instance at); calls with an effect yield before and after it, so a kill after the effect loses
+//! the answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bkops::api::JobStatus;
+use bkops::api::common::ConnectionRef;
+use bkops::bk::facade::{
+    CancelOutcome, Candidate, CreateRequest, JobPhase, JobRef, Progress, SearchQuery, SearchTarget,
+    Searched, Submitted, Summary, Unsupported,
+};
+use bkops::bk::{BkError, CallInfo, CallKind, System};
+use bkops::run::act::{
+    Clock, Connection, ConnectionError, Connections, JobSystem, ObjectStore, Severity, StoreError,
+};
+use bkops::run::{Defaults, JobKind};
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+/// How long a create may take before the gateway gives up on it (and the backend with it).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A job in the fake BlueKing.
+#[derive(Clone, Debug)]
+pub struct FakeJob {
+    pub id: i64,
+    pub system: System,
+    /// The namespace (one object each) whose create made it.
+    pub ns: String,
+    /// The uid of that object.
+    pub uid: String,
+    /// The run key of the intent the create followed.
+    pub key: String,
+    /// Plan/scope or space/template: what a content search compares.
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+    pub started: bool,
+    pub polls_left: u32,
+    pub ends: JobPhase,
+    pub phase: JobPhase,
+}
+
+/// Everything the fakes share; one per simulated case.
+pub struct World {
+    pub rng: StdRng,
+    pub now: DateTime<Utc>,
+    pub mono: Duration,
+    /// Faults are injected while this is set.
+    pub faults: bool,
+    /// The store checks `metadata.resourceVersion` on writes (turned off to show that the
+    /// simulation catches a store without compare-and-swap).
+    pub compare_and_swap: bool,
+    pub rv: u64,
+    /// The objects by namespace (one object per namespace, named `job`).
+    pub objects: BTreeMap<String, Value>,
+    /// Every version each namespace's object had, in order; `Value::Null` once deleted.
+    pub versions: BTreeMap<String, Vec<Value>>,
+    pub jobs: Vec<FakeJob>,
+    pub next_id: i64,
+    /// Creates by run key.
+    pub creates: BTreeMap<String, u32>,
+    pub violations: Vec<String>,
+    /// The await point the last yield was at.
+    pub at: &'static str,
+    pub events: u64,
+    /// Creates given up unsent, past their send window.
+    pub not_sent: u64,
+    /// Runs (namespace, key) that adopted the job of an object deleted since.
+    pub orphans_adopted: std::collections::BTreeSet<(String, String)>,
+}
+
+impl World {
+    pub fn new(seed: u64) -> Self {
+        World {
+            rng: StdRng::seed_from_u64(seed),
+            now: DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
+                .expect("a time")
+                .with_timezone(&Utc),
+            mono: Duration::from_secs(1000),
+            faults: true,
+            compare_and_swap: true,
+            rv: 1,
+            objects: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            jobs: Vec::new(),
+            next_id: 100,
+            creates: BTreeMap::new(),
+            violations: Vec::new(),
+            at: "start",
+            events: 0,
+            not_sent: 0,
+            orphans_adopted: Default::default(),
+        }
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.mono += d;
+        self.now += chrono::TimeDelta::from_std(d).expect("a short step");
+    }
+
+    fn bump(&mut self, ns: &str) {
+        self.rv += 1;
+        let rv = self.rv.to_string();
+        if let Some(obj) = self.objects.get_mut(ns) {
+            obj["metadata"]["resourceVersion"] = json!(rv);
+            let copy = obj.clone();
+            self.versions.entry(ns.to_owned()).or_default().push(copy);
+        }
+    }
+
+    /// Stores a new object in `ns`.
+    pub fn create(&mut self, ns: &str, mut obj: Value) {
+        obj["metadata"]["namespace"] = json!(ns);
+        obj["metadata"]["name"] = json!("job");
+        obj["metadata"]["uid"] = json!(format!("uid-{ns}"));
+        obj["metadata"]["generation"] = json!(1);
+        self.objects.insert(ns.to_owned(), obj);
+        self.bump(ns);
+    }
+
+    /// A person edits the spec (a new `rerunToken`): a new generation.
+    pub fn edit(&mut self, ns: &str, token: String) {
+        let Some(obj) = self.objects.get_mut(ns) else {
+            return;
+        };
+        if obj["metadata"].get("deletionTimestamp").is_some() {
+            return;
+        }
+        obj["spec"]["rerunToken"] = json!(token);
+        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        obj["metadata"]["generation"] = json!(generation);
+        self.bump(ns);
+    }
+
+    /// A person deletes the object: marked while it has finalizers, gone otherwise.
+    pub fn delete(&mut self, ns: &str) {
+        let now = self.now;
+        let Some(obj) = self.objects.get_mut(ns) else {
+            return;
+        };
+        let has_finalizers = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if obj["metadata"].get("deletionTimestamp").is_none() {
+                obj["metadata"]["deletionTimestamp"] = json!(now.to_rfc3339());
+                self.bump(ns);
+            }
+        } else {
+            self.remove(ns);
+        }
+    }
+
+    fn remove(&mut self, ns: &str) {
+        self.objects.remove(ns);
+        self.rv += 1;
+        self.versions
+            .entry(ns.to_owned())
+            .or_default()
+            .push(Value::Null);
+    }
+
+    fn status_of(&self, ns: &str) -> Option<JobStatus> {
+        let status = self.objects.get(ns)?.get("status")?;
+        serde_json::from_value(status.clone()).ok()
+    }
+
+    /// Whether some version of `ns`'s object recorded run `key` (its intent landed).
+    fn intent_landed(&self, ns: &str, key: &str) -> bool {
+        self.versions
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .any(|v| v.pointer("/status/run/key").and_then(Value::as_str) == Some(key))
+    }
+
+    /// Checks a create of `key` for the object in `ns` against the invariants, before it commits.
+    fn check_create(&mut self, ns: &str, key: &str) {
+        if !self.intent_landed(ns, key) {
+            self.violations.push(format!(
+                "{ns}: a create of run {key} without a landed intent"
+            ));
+        }
+        let count = self.creates.entry(key.to_owned()).or_default();
+        *count += 1;
+        if *count > 1 {
+            self.violations
+                .push(format!("{ns}: run {key} created {count} times"));
+        }
+        // An earlier create of this object that the object does not know of: it was unclear,
+        // and is repeated without a person saying so. (A create still in flight when its object
+        // was deleted repeats nothing: no one submits for a deleted object.)
+        if !self.objects.contains_key(ns) {
+            return;
+        }
+        let known: Vec<String> = self
+            .status_of(ns)
+            .map(|s| records(&s).into_iter().filter_map(|(_, id)| id).collect())
+            .unwrap_or_default();
+        let uid = format!("uid-{ns}");
+        for job in self.jobs.iter().filter(|j| j.uid == uid && j.key != key) {
+            if !known.contains(&job.id.to_string()) {
+                self.violations.push(format!(
+                    "{ns}: run {key} created at {} while job {} of run {} (created at {}) is not known to the object (an unclear create repeated)",
+                    self.now, job.id, job.key, job.created_at
+                ));
+            }
+        }
+    }
+
+    /// Checks what every object records: each job id it names was created for that run.
+    pub fn check_records(&mut self) {
+        let mut found = Vec::new();
+        let mut orphans = std::collections::BTreeSet::new();
+        for (ns, obj) in &self.objects {
+            let Some(status) = obj
+                .get("status")
+                .and_then(|s| serde_json::from_value::<JobStatus>(s.clone()).ok())
+            else {
+                continue;
+            };
+            for (key, id) in records(&status) {
+                let Some(id) = id else { continue };
+                match self.jobs.iter().find(|j| j.id.to_string() == id) {
+                    Some(job) if job.key == key => {}
+                    // The job of an object deleted since: nothing in the cluster claims it any
+                    // more, so a search by content cannot tell it apart (records of runs that
+                    // outlive their object close this). Counted, not a failure here.
+                    Some(job) if !self.objects.contains_key(&job.ns) => {
+                        orphans.insert((ns.clone(), key));
+                    }
+                    Some(job) => found.push(format!(
+                        "{ns}: run {key} follows job {id}, created for run {} of {}",
+                        job.key, job.ns
+                    )),
+                    None => found.push(format!(
+                        "{ns}: run {key} follows job {id}, which does not exist"
+                    )),
+                }
+            }
+        }
+        self.violations.extend(found);
+        self.orphans_adopted.extend(orphans);
+    }
+
+    fn fault(&mut self, per_mille: u32) -> bool {
+        self.faults && self.rng.random_range(0..1000) < per_mille
+    }
+}
+
+pub type Shared = Arc<Mutex<World>>;
+
+pub fn lock(world: &Shared) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Returns `Pending` once: the scheduler decides when, and whether, the caller goes on.
+#[derive(Default)]
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            Poll::Pending
+        }
+    }
+}
+
+/// An await point named `at`.
+async fn point(world: &Shared, at: &'static str) {
+    lock(world).at = at;
+    YieldOnce::default().await;
+}
+
+/// The simulated clock.
+pub struct SimClock(pub Shared);
+
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        lock(&self.0).now
+    }
+    fn elapsed(&self) -> Duration {
+        lock(&self.0).mono
+    }
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        // The sleeper lets time pass.
+        let world = self.0.clone();
+        Box::pin(async move {
+            lock(&world).advance(d);
+            point(&world, "sleep").await
+        })
+    }
+    fn jitter(&self) -> f64 {
+        1.0
+    }
+}
+
+/// One instance's view of the store: writes go to the shared store, the caches are its own.
+pub struct SimStore {
+    pub world: Shared,
+    /// The instance's watch cache by namespace.
+    pub cache: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// The run key of this instance's last intent that landed, by namespace (removed when an
+    /// intent fails): the run a create of this instance follows.
+    pub intents: Intents,
+}
+
+/// Run keys by namespace.
+pub type Intents = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn rv_of(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+}
+
+/// RFC 7386 merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("an object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+fn parse<K: JobKind>(v: &Value) -> Result<K, StoreError> {
+    serde_json::from_value(v.clone()).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+impl ObjectStore for SimStore {
+    async fn read<K: JobKind>(&self, ns: &str, _name: &str) -> Result<K, StoreError> {
+        point(&self.world, "store.read").await;
+        let w = lock(&self.world);
+        w.objects
+            .get(ns)
+            .map(parse)
+            .unwrap_or(Err(StoreError::NotFound))
+    }
+
+    async fn list<K: JobKind>(&self) -> Result<Vec<K>, StoreError> {
+        point(&self.world, "store.list").await;
+        let w = lock(&self.world);
+        let kind = K::kind(&()).into_owned();
+        w.objects
+            .values()
+            .filter(|o| o["kind"].as_str() == Some(kind.as_str()))
+            .map(parse)
+            .collect()
+    }
+
+    async fn patch_status<K: JobKind>(
+        &self,
+        ns: &str,
+        _name: &str,
+        patch: &Value,
+    ) -> Result<K, StoreError> {
+        point(&self.world, "store.patch_status.sent").await;
+        let intent = patch.pointer("/status/run/intentAt").is_some();
+        let result: Result<K, StoreError> = {
+            let mut w = lock(&self.world);
+            let cas = w.compare_and_swap;
+            if w.fault(50) {
+                Err(StoreError::Other("the API server timed out".into()))
+            } else {
+                match w.objects.get_mut(ns) {
+                    None => Err(StoreError::NotFound),
+                    Some(obj)
+                        if cas
+                            && rv_of(obj)
+                                != patch
+                                    .pointer("/metadata/resourceVersion")
+                                    .and_then(Value::as_str) =>
+                    {
+                        Err(StoreError::Conflict)
+                    }
+                    Some(obj) => {
+                        merge(
+                            obj.as_object_mut()
+                                .expect("an object")
+                                .entry("status")
+                                .or_insert(json!({})),
+                            &patch["status"],
+                        );
+                        w.bump(ns);
+                        parse(&w.objects[ns])
+                    }
+                }
+            }
+        };
+        if intent {
+            if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                eprintln!(
+                    "intent {ns} {} -> {:?}",
+                    patch["status"]["run"],
+                    result.as_ref().map(|_| ())
+                );
+            }
+            let mut intents = self.intents.lock().unwrap_or_else(|e| e.into_inner());
+            match result
+                .as_ref()
+                .ok()
+                .and_then(|o| o.job_status())
+                .and_then(|s| s.run.as_ref())
+            {
+                Some(run) => intents.insert(ns.to_owned(), run.key.clone()),
+                None => intents.remove(ns),
+            };
+        }
+        point(&self.world, "store.patch_status.answered").await;
+        result
+    }
+
+    async fn set_finalizers<K: JobKind>(
+        &self,
+        ns: &str,
+        _name: &str,
+        resource_version: Option<&str>,
+        finalizers: Vec<String>,
+    ) -> Result<(), StoreError> {
+        point(&self.world, "store.finalizers.sent").await;
+        let result = {
+            let mut w = lock(&self.world);
+            let cas = w.compare_and_swap;
+            match w.objects.get_mut(ns) {
+                None => Err(StoreError::NotFound),
+                Some(obj)
+                    if cas && resource_version.is_some() && rv_of(obj) != resource_version =>
+                {
+                    Err(StoreError::Conflict)
+                }
+                Some(obj) => {
+                    obj["metadata"]["finalizers"] = json!(finalizers);
+                    let gone =
+                        finalizers.is_empty() && obj["metadata"].get("deletionTimestamp").is_some();
+                    if gone {
+                        w.remove(ns);
+                    } else {
+                        w.bump(ns);
+                    }
+                    Ok(())
+                }
+            }
+        };
+        point(&self.world, "store.finalizers.answered").await;
+        result
+    }
+
+    fn event<K: JobKind>(&self, _obj: &K, _severity: Severity, _reason: &str, _note: &str) {
+        lock(&self.world).events += 1;
+    }
+
+    fn claimed_jobs(&self, _kind: &'static str, uid: &str) -> HashMap<String, String> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claimed = HashMap::new();
+        for (ns, obj) in cache.iter() {
+            if obj.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid) {
+                continue;
+            }
+            let Some(status) = obj
+                .get("status")
+                .and_then(|s| serde_json::from_value::<JobStatus>(s.clone()).ok())
+            else {
+                continue;
+            };
+            for (_, id) in records(&status) {
+                if let Some(id) = id {
+                    claimed.insert(id, ns.clone());
+                }
+            }
+        }
+        claimed
+    }
+}
+
+/// The connections of the simulation: every namespace's reaches the same BlueKing.
+pub struct SimConnections(pub Shared, pub Intents);
+
+impl Connections for SimConnections {
+    type System = SimBk;
+
+    async fn resolve(
+        &self,
+        ns: &str,
+        _reference: Option<&ConnectionRef>,
+        _fresh: bool,
+    ) -> Result<Connection<SimBk>, ConnectionError> {
+        Ok(Connection {
+            system: SimBk {
+                world: self.0.clone(),
+                ns: ns.to_owned(),
+                intents: self.1.clone(),
+            },
+            defaults: Defaults {
+                username: Some("admin".into()),
+                ..Default::default()
+            },
+            id: format!("{ns}/bk"),
+        })
+    }
+}
+
+/// BlueKing as one namespace's connection reaches it.
+pub struct SimBk {
+    world: Shared,
+    ns: String,
+    intents: Intents,
+}
+
+fn http(system: System, endpoint: &'static str, kind: CallKind, status: u16) -> BkError {
+    BkError::Http {
+        call: CallInfo {
+            system,
+            endpoint,
+            kind,
+        },
+        status,
+        request_id: None,
+        retry_after: None,
+        body: "simulated".into(),
+    }
+}
+
+/// What a content search compares: plan and scope, or space and template.
+fn content_of_request(req: &CreateRequest) -> (System, String) {
+    match req {
+        CreateRequest::JobV3(r) => (
+            System::Job,
+            format!("{:?}/{}/{}", r.bk_scope_type, r.bk_scope_id, r.job_plan_id),
+        ),
+        CreateRequest::BkflowTemplate { space_id, body } => {
+            (System::Bkflow, format!("{space_id}/{}", body.template_id))
+        }
+        other => panic!("the simulation does not create {:?}", other.system()),
+    }
+}
+
+fn content_of_target(target: &SearchTarget) -> String {
+    match target {
+        SearchTarget::Job {
+            scope_type,
+            scope_id,
+            job_plan_id,
+            ..
+        } => format!(
+            "{scope_type:?}/{scope_id}/{}",
+            job_plan_id.unwrap_or_default()
+        ),
+        SearchTarget::Bkflow {
+            space_id,
+            template_id,
+        } => format!("{space_id}/{}", template_id.unwrap_or_default()),
+        other => panic!("the simulation does not search {other:?}"),
+    }
+}
+
+fn job_ref(job: &FakeJob) -> JobRef {
+    match job.system {
+        System::Job => JobRef::JobV3 {
+            scope_type: bkops::bk::job::ScopeType::Biz,
+            scope_id: "2".into(),
+            job_instance_id: job.id,
+        },
+        _ => JobRef::Bkflow {
+            space_id: 1,
+            task_id: job.id,
+        },
+    }
+}
+
+fn find<'w>(w: &'w mut World, job: &JobRef) -> Option<&'w mut FakeJob> {
+    let id: i64 = job.id().parse().ok()?;
+    w.jobs.iter_mut().find(|j| j.id == id)
+}
+
+impl JobSystem for SimBk {
+    type Ticket = ();
+
+    fn timeout(&self) -> Duration {
+        CALL_TIMEOUT
+    }
+
+    fn unsupported(&self, _req: &CreateRequest) -> Option<Unsupported> {
+        None
+    }
+
+    async fn create_ticket(&self) {
+        point(&self.world, "bk.ticket").await;
+    }
+
+    async fn submit(
+        &self,
+        _ticket: (),
+        req: &CreateRequest,
+        send_within: Duration,
+    ) -> Result<Submitted, BkError> {
+        let (system, content) = content_of_request(req);
+        // Waiting for a slot among the calls in flight: the create is sent only within its window.
+        let asked = lock(&self.world).mono;
+        point(&self.world, "bk.create.queued").await;
+        let waited = lock(&self.world).mono.saturating_sub(asked);
+        if waited > send_within {
+            let call = CallInfo {
+                system,
+                endpoint: "create",
+                kind: CallKind::Create,
+            };
+            lock(&self.world).not_sent += 1;
+            return Err(BkError::NotSent {
+                call,
+                waited,
+                window: send_within,
+            });
+        }
+        let sent = lock(&self.world).mono;
+        point(&self.world, "bk.create.sent").await;
+        let answer = {
+            let mut w = lock(&self.world);
+            // The intent this create follows: this instance's last that landed.
+            let key = self
+                .intents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&self.ns)
+                .cloned()
+                .unwrap_or_else(|| "(no intent)".into());
+            if w.fault(80) {
+                Err(http(system, "create", CallKind::Create, 429))
+            } else if w.fault(80) {
+                // Reset before the backend took it.
+                Err(http(system, "create", CallKind::Create, 502))
+            } else if w.mono.saturating_sub(sent) > CALL_TIMEOUT {
+                // Too slow: the gateway gave up, and the backend with it.
+                Err(http(system, "create", CallKind::Create, 504))
+            } else {
+                w.check_create(&self.ns, &key);
+                if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                    eprintln!(
+                        "create {} for {key} at {}",
+                        w.next_id,
+                        w.now.format("%H:%M:%S")
+                    );
+                }
+                let id = w.next_id;
+                w.next_id += 1;
+                let polls_left = w.rng.random_range(1..4);
+                let ends = if w.rng.random_range(0..5) == 0 {
+                    JobPhase::Failed
+                } else {
+                    JobPhase::Succeeded
+                };
+                let job = FakeJob {
+                    id,
+                    system,
+                    ns: self.ns.clone(),
+                    uid: format!("uid-{}", self.ns),
+                    key,
+                    content,
+                    created_at: w.now,
+                    started: false,
+                    polls_left,
+                    ends,
+                    phase: JobPhase::NotStarted,
+                };
+                let reference = job_ref(&job);
+                w.jobs.push(job);
+                if w.fault(100) {
+                    // Committed, and the answer lost.
+                    Err(http(system, "create", CallKind::Create, 504))
+                } else {
+                    Ok(Submitted {
+                        job: reference,
+                        job_url: None,
+                        needs_start: true,
+                    })
+                }
+            }
+        };
+        point(&self.world, "bk.create.answered").await;
+        answer
+    }
+
+    async fn start(&self, job: &JobRef) -> Result<(), BkError> {
+        point(&self.world, "bk.start.sent").await;
+        let answer = {
+            let mut w = lock(&self.world);
+            if w.fault(100) {
+                Err(http(job.system(), "start", CallKind::Operate, 503))
+            } else if let Some(j) = find(&mut w, job) {
+                j.started = true;
+                if j.phase == JobPhase::NotStarted {
+                    j.phase = JobPhase::Running;
+                }
+                Ok(())
+            } else {
+                Err(http(job.system(), "start", CallKind::Operate, 404))
+            }
+        };
+        point(&self.world, "bk.start.answered").await;
+        answer
+    }
+
+    async fn progress(&self, job: &JobRef) -> Result<Progress, Arc<BkError>> {
+        point(&self.world, "bk.progress").await;
+        let mut w = lock(&self.world);
+        if w.fault(100) {
+            return Err(Arc::new(http(job.system(), "status", CallKind::Safe, 503)));
+        }
+        let Some(j) = find(&mut w, job) else {
+            return Err(Arc::new(http(job.system(), "status", CallKind::Safe, 404)));
+        };
+        if j.phase == JobPhase::Running {
+            j.polls_left = j.polls_left.saturating_sub(1);
+            if j.polls_left == 0 {
+                j.phase = j.ends;
+            }
+        }
+        Ok(Progress {
+            phase: j.phase,
+            upstream_state: format!("{:?}", j.phase),
+            summary: Summary::default(),
+            failed_targets: Vec::new(),
+            message: None,
+            started_at: None,
+            finished_at: None,
+        })
+    }
+
+    async fn cancel(&self, job: &JobRef) -> Result<CancelOutcome, BkError> {
+        point(&self.world, "bk.cancel.sent").await;
+        let answer = {
+            let mut w = lock(&self.world);
+            if w.fault(100) {
+                Err(http(job.system(), "cancel", CallKind::Operate, 503))
+            } else if let Some(j) = find(&mut w, job) {
+                if j.phase.is_terminal() {
+                    Ok(CancelOutcome::AlreadyFinished)
+                } else {
+                    j.phase = JobPhase::Cancelled;
+                    Ok(CancelOutcome::Requested)
+                }
+            } else {
+                Err(http(job.system(), "cancel", CallKind::Operate, 404))
+            }
+        };
+        point(&self.world, "bk.cancel.answered").await;
+        answer
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<Searched, BkError> {
+        point(&self.world, "bk.search").await;
+        let mut w = lock(&self.world);
+        let content = content_of_target(&q.target);
+        let system = match q.target {
+            SearchTarget::Job { .. } => System::Job,
+            _ => System::Bkflow,
+        };
+        if w.fault(100) {
+            return Err(http(system, "search", CallKind::Safe, 503));
+        }
+        let mut candidates: Vec<Candidate> = w
+            .jobs
+            .iter()
+            .rev()
+            .filter(|j| j.system == system && j.created_at >= q.since && j.created_at <= q.until)
+            .map(|j| Candidate {
+                job: job_ref(j),
+                created_at: Some(j.created_at),
+                name: None,
+                key_matched: system.stores_run_key() && j.key == q.key,
+                content_matched: Some(j.content == content),
+            })
+            .collect();
+        candidates.sort_by_key(|c| !c.key_matched);
+        let complete = !w.fault(100);
+        if !complete {
+            candidates.truncate(1);
+        }
+        Ok(Searched {
+            candidates,
+            complete,
+        })
+    }
+}
+
+/// The run key and job id of a status's current run and of its history.
+pub fn records(status: &JobStatus) -> Vec<(String, Option<String>)> {
+    let current = status.run.iter().map(|r| (r.key.clone(), r.job_id.clone()));
+    let history = status
+        .history
+        .iter()
+        .map(|r| (r.key.clone(), r.job_id.clone()));
+    current.chain(history).collect()
+}
