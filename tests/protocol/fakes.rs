@@ -379,6 +379,9 @@ impl ObjectStore for SimStore {
     ) -> Result<K, StoreError> {
         point(&self.world, "store.patch_status.sent").await;
         let intent = patch.pointer("/status/run/intentAt").is_some();
+        let expected = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
         let result: Result<K, StoreError> = {
             let mut w = lock(&self.world);
             let cas = w.compare_and_swap;
@@ -387,13 +390,8 @@ impl ObjectStore for SimStore {
             } else {
                 match w.objects.get_mut(ns) {
                     None => Err(StoreError::NotFound),
-                    Some(obj)
-                        if cas
-                            && rv_of(obj)
-                                != patch
-                                    .pointer("/metadata/resourceVersion")
-                                    .and_then(Value::as_str) =>
-                    {
+                    // Like the API server: a patch without a resourceVersion is unconditional.
+                    Some(obj) if cas && expected.is_some() && rv_of(obj) != expected => {
                         Err(StoreError::Conflict)
                     }
                     Some(obj) => {

@@ -510,3 +510,61 @@ fn the_simulation_catches_writes_without_the_resource_version_precondition() {
         "seed {seed}: {e}"
     );
 }
+
+/// The wait for the cache to show the process's own last write (the controller asks before a
+/// reconcile takes a slot): only for that object, only while the cache lags, never longer than
+/// `CACHE_CATCH_UP`, and looked at less often the longer it lags.
+#[test]
+fn a_reconcile_waits_only_until_the_cache_shows_its_own_last_write() {
+    use bkops::run::act::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS};
+
+    let world: Shared = Arc::new(Mutex::new(World::new(7)));
+    let inst = Instance::start(&world, Duration::from_secs(60));
+    let life = inst.life.clone();
+    let written = JobStatus {
+        phase: Some(Phase::Running),
+        message: Some("job 7 running".into()),
+        ..Default::default()
+    };
+    let older = JobStatus {
+        phase: Some(Phase::Submitting),
+        ..Default::default()
+    };
+    let behind = |status: Option<&JobStatus>| {
+        let cached = status.map(|s| Ok::<_, ()>(s.clone()));
+        let mut fut = std::pin::pin!(life.behind_own_write("ExecuteJob", "u-1", cached));
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(wait) => wait,
+            Poll::Pending => panic!("the wait never blocks"),
+        }
+    };
+    let wrote = |ago: Duration| {
+        let at = lock(&world).mono - ago;
+        let hash = bkops::run::act::status_hash(Some(&written));
+        life.timings
+            .try_lock()
+            .expect("uncontended")
+            .wrote("u-1", hash, at);
+    };
+    let (shortest, longest) = CACHE_CATCH_UP_STEPS;
+
+    // Nothing written by this process: nothing to wait for.
+    assert_eq!(behind(Some(&older)), None);
+    // Just written, the cache still shows the older status (or none): look again soon.
+    wrote(Duration::ZERO);
+    assert_eq!(behind(Some(&older)), Some(shortest));
+    assert_eq!(behind(None), Some(shortest));
+    // The cache shows it: decide, and forget the wait.
+    assert_eq!(behind(Some(&written)), None);
+    assert_eq!(behind(Some(&older)), None);
+    // A lag of seconds is looked at less often.
+    wrote(Duration::from_secs(4));
+    let step = behind(Some(&older)).expect("still behind");
+    assert!(step >= Duration::from_secs(1) && step < longest, "{step:?}");
+    wrote(Duration::from_secs(20));
+    assert_eq!(behind(Some(&older)), Some(longest));
+    // A cache that never shows it (someone else wrote status since) is waited on no longer than
+    // CACHE_CATCH_UP.
+    wrote(CACHE_CATCH_UP + Duration::from_secs(1));
+    assert_eq!(behind(Some(&older)), None);
+}

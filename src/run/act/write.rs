@@ -61,8 +61,9 @@ impl Timings {
         self.recorded.remove(uid);
     }
 
-    /// Notes this process's write of `hash` at `now`, keeping the maps bounded.
-    fn wrote(&mut self, uid: &str, hash: u64, now: Duration) {
+    /// Notes this process's status write of `uid` at `now` ([`super::Clock::elapsed`]), which
+    /// left a status whose [`status_hash`] is `hash`; keeps the maps bounded.
+    pub fn wrote(&mut self, uid: &str, hash: u64, now: Duration) {
         if self.written.len() > 4096 {
             self.written
                 .retain(|_, (_, at)| now.saturating_sub(*at) < CACHE_CATCH_UP);
