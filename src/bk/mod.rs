@@ -23,6 +23,7 @@ use url::Url;
 pub mod bkflow;
 pub mod config;
 pub(crate) mod de;
+mod envelope;
 pub mod error;
 pub mod facade;
 pub mod gsekit;
