@@ -551,6 +551,16 @@ fn content_of_request(req: &CreateRequest) -> (System, String) {
         CreateRequest::BkflowTemplate { space_id, body } => {
             (System::Bkflow, format!("{space_id}/{}", body.template_id))
         }
+        CreateRequest::Gsekit(r) => (
+            System::Gsekit,
+            format!(
+                "{}/{:?}/{:?}/{}",
+                r.bk_biz_id,
+                Some(r.job_object.clone()),
+                Some(r.job_action.clone()),
+                serde_json::to_value(&r.expression_scope).unwrap_or_default()
+            ),
+        ),
         other => panic!("the simulation does not create {:?}", other.system()),
     }
 }
@@ -570,6 +580,16 @@ fn content_of_target(target: &SearchTarget) -> String {
             space_id,
             template_id,
         } => format!("{space_id}/{}", template_id.unwrap_or_default()),
+        SearchTarget::Gsekit {
+            biz_id,
+            job_object,
+            job_action,
+            expression_scope,
+            ..
+        } => format!(
+            "{biz_id}/{job_object:?}/{job_action:?}/{}",
+            expression_scope.clone().unwrap_or_default()
+        ),
         other => panic!("the simulation does not search {other:?}"),
     }
 }
@@ -580,6 +600,10 @@ fn job_ref(job: &FakeJob) -> JobRef {
             scope_type: bkops::bk::job::ScopeType::Biz,
             scope_id: "2".into(),
             job_instance_id: job.id,
+        },
+        System::Gsekit => JobRef::Gsekit {
+            biz_id: 2,
+            job_id: job.id,
         },
         _ => JobRef::Bkflow {
             space_id: 1,
@@ -669,7 +693,7 @@ impl JobSystem for SimBk {
                 } else {
                     JobPhase::Succeeded
                 };
-                let job = FakeJob {
+                let mut job = FakeJob {
                     id,
                     system,
                     ns: self.ns.clone(),
@@ -683,6 +707,12 @@ impl JobSystem for SimBk {
                     phase: JobPhase::NotStarted,
                 };
                 let reference = job_ref(&job);
+                // GSEKit runs a job at once; BKFlow and JOB v3 wait for their start.
+                let needs_start = system != System::Gsekit;
+                if !needs_start {
+                    job.started = true;
+                    job.phase = JobPhase::Running;
+                }
                 w.jobs.push(job);
                 if w.fault(100) {
                     // Committed, and the answer lost.
@@ -691,7 +721,7 @@ impl JobSystem for SimBk {
                     Ok(Submitted {
                         job: reference,
                         job_url: None,
-                        needs_start: true,
+                        needs_start,
                     })
                 }
             }
@@ -752,6 +782,8 @@ impl JobSystem for SimBk {
             let mut w = lock(&self.world);
             if w.fault(100) {
                 Err(http(job.system(), "cancel", CallKind::Operate, 503))
+            } else if job.system() == System::Gsekit {
+                Ok(CancelOutcome::NotSupported)
             } else if let Some(j) = find(&mut w, job) {
                 if j.phase.is_terminal() {
                     Ok(CancelOutcome::AlreadyFinished)
@@ -773,6 +805,7 @@ impl JobSystem for SimBk {
         let content = content_of_target(&q.target);
         let system = match q.target {
             SearchTarget::Job { .. } => System::Job,
+            SearchTarget::Gsekit { .. } => System::Gsekit,
             _ => System::Bkflow,
         };
         if w.fault(100) {

@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bkops::api::common::Phase;
-use bkops::api::{ExecuteJob, JobStatus, Taskflow};
+use bkops::api::{ExecuteJob, JobStatus, ProcessJob, Taskflow};
 use bkops::run::act::{Error, Lifecycle, Next, NoCounters, Reconciler, RunConfig};
 use fakes::{Intents, Shared, SimClock, SimConnections, SimStore, World, lock};
 use rand::rngs::StdRng;
@@ -105,10 +105,10 @@ impl Instance {
             let status = obj
                 .get("status")
                 .map(|s| serde_json::from_value::<JobStatus>(s.clone()));
-            let kind: &'static str = if kind == "ExecuteJob" {
-                "ExecuteJob"
-            } else {
-                "Taskflow"
+            let kind: &'static str = match kind.as_str() {
+                "ExecuteJob" => "ExecuteJob",
+                "ProcessJob" => "ProcessJob",
+                _ => "Taskflow",
             };
             if let Some(wait) = life.behind_own_write(kind, &uid, status).await {
                 return Ok(Next::Requeue(wait));
@@ -117,6 +117,11 @@ impl Instance {
                 "ExecuteJob" => {
                     let typed: ExecuteJob =
                         serde_json::from_value(obj).expect("a valid ExecuteJob");
+                    Reconciler::new(&life, typed, kind)?.run().await
+                }
+                "ProcessJob" => {
+                    let typed: ProcessJob =
+                        serde_json::from_value(obj).expect("a valid ProcessJob");
                     Reconciler::new(&life, typed, kind)?.run().await
                 }
                 _ => {
@@ -157,6 +162,25 @@ fn execute_job(plan: i64) -> Value {
             "deletionPolicy": "Cancel",
         },
     })
+}
+
+fn process_job(process: &str, cancel_policy: bool) -> Value {
+    let mut obj = json!({
+        "apiVersion": "bkops.io/v1alpha1", "kind": "ProcessJob",
+        "metadata": {},
+        "spec": {
+            "connectionRef": {"name": "bk"},
+            "bkBizId": 2, "jobObject": "process", "jobAction": "restart",
+            "expressionScope": {
+                "bkSetEnv": "3", "bkSetName": "web", "bkModuleName": process,
+                "bkProcessName": process,
+            },
+        },
+    });
+    if cancel_policy {
+        obj["spec"]["deletionPolicy"] = json!("Cancel");
+    }
+    obj
 }
 
 fn taskflow(template: i64) -> Value {
@@ -212,10 +236,13 @@ fn case(seed: u64, compare_and_swap: bool) -> Result<Coverage, String> {
     let mut namespaces = Vec::new();
     for i in 0..n {
         let ns = format!("ns{i}");
-        let obj = if rng.random_bool(0.5) {
-            execute_job(1000 + rng.random_range(0..2))
-        } else {
-            taskflow(4 + rng.random_range(0..2))
+        let obj = match rng.random_range(0..3) {
+            0 => execute_job(1000 + rng.random_range(0..2)),
+            1 => taskflow(4 + rng.random_range(0..2)),
+            _ => process_job(
+                ["nginx", "redis"][rng.random_range(0..2)],
+                rng.random_bool(0.5),
+            ),
         };
         lock(&world).create(&ns, obj);
         namespaces.push(ns);
