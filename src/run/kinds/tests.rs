@@ -1,4 +1,5 @@
 //! The kinds' mappings: spec to create call, job id to reference, spec to search filters.
+
 use super::*;
 
 fn load<K: DeserializeOwned>(file: &str) -> K {
