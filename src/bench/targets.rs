@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
+use super::Num;
+use super::args::{BenchArgs, RAISED_LIMIT};
+use super::report::{RunReport, p99_of_each_run};
 use super::workload::BKFLOW_SPACES;
-use super::{BenchArgs, Num, RAISED_LIMIT, RunReport, p99_of_each_run};
 use crate::controller::batch::BKFLOW_BATCH_WINDOW;
 
 /// Status writes per run allowed in steady state: the intent, the job id, the end.
