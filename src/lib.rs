@@ -17,6 +17,7 @@ pub mod demo;
 pub mod limits;
 pub mod local;
 pub mod output;
+pub mod plan;
 pub mod run;
 pub mod schema;
 pub mod sim;

@@ -36,6 +36,9 @@ enum Command {
         #[arg(long, conflicts_with = "kind")]
         out_dir: Option<PathBuf>,
     },
+    /// Show what job manifests would do before they are applied: every problem, with its
+    /// field path, and the BlueKing request each would send (never sent; no cluster needed).
+    Plan(bkops::plan::PlanArgs),
     /// Write one JSON Schema per kind into a folder, for kubeconform and editors: use
     /// `kubeconform -schema-location default -schema-location 'DIR/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json'`.
     /// The CRDs' CEL rules are not JSON Schema and are not included.
@@ -48,6 +51,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Plan(args) = cli.command {
+        return plan(args);
+    }
     let result = match cli.command {
         Command::Crds { kind, out_dir } => crds(kind, out_dir),
         Command::Schema { out_dir } => schema(&out_dir),
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
                     Command::Sim(args) => bkops::sim::run(args).await,
                     Command::Bench(args) => bkops::bench::run(args).await,
                     Command::Demo(args) => bkops::demo::run(args).await,
-                    Command::Crds { .. } | Command::Schema { .. } => Ok(()),
+                    Command::Crds { .. } | Command::Schema { .. } | Command::Plan(_) => Ok(()),
                 }
             }),
             Err(e) => Err(e.into()),
@@ -73,6 +79,25 @@ fn main() -> ExitCode {
         Err(e) => {
             bkops::errln!("bkops: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bkops plan`: exit 0 when every job manifest is valid, 1 when any is not, 2 when the input
+/// cannot be read.
+fn plan(args: bkops::plan::PlanArgs) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(bkops::plan::run(args)));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) if bkops::output::is_stdout_closed(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            bkops::errln!("bkops plan: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

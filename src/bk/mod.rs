@@ -106,7 +106,31 @@ struct Inner {
     username: Option<String>,
     /// Whole-call timeout.
     timeout: std::time::Duration,
+    /// A client that only records the calls it would make ([`BkClient::recording`]).
+    recorder: Option<CallLog>,
 }
+
+/// A call as it would be sent, without credentials (they are added by the transport).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PlannedCall {
+    /// The system.
+    pub system: System,
+    /// `gateway` or `esb`.
+    pub mode: &'static str,
+    /// The HTTP method.
+    pub method: String,
+    /// The full URL, without query.
+    pub url: String,
+    /// Query parameters (GET).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<(String, String)>,
+    /// The JSON body (POST).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// The calls a recording client was asked to make.
+pub type CallLog = Arc<std::sync::Mutex<Vec<PlannedCall>>>;
 
 /// The BlueKing client. Cheap to clone; clones share one connection pool, one rate limiter and
 /// one in-flight cap, so build one client per connection (per `BkConnection`).
@@ -160,8 +184,25 @@ impl BkClient {
                 job: resolve(&config.job)?,
                 username,
                 timeout: config.timeout,
+                recorder: None,
             }),
         })
+    }
+
+    /// A client that sends nothing: each call is recorded in the returned log and fails with
+    /// [`BkError::NotSent`]. For showing what a job would send (`bkops plan`).
+    pub fn recording(config: ClientConfig) -> Result<(BkClient, CallLog), BkError> {
+        let client = BkClient::new(config)?;
+        let log = CallLog::default();
+        let mut inner = Arc::try_unwrap(client.inner)
+            .map_err(|_| BkError::Config("a new client is shared".into()))?;
+        inner.recorder = Some(log.clone());
+        Ok((
+            BkClient {
+                inner: Arc::new(inner),
+            },
+            log,
+        ))
     }
 
     fn endpoint(&self, system: System) -> Result<&Resolved, BkError> {
@@ -217,6 +258,23 @@ impl BkClient {
         } else {
             (Vec::new(), Some(spec.params))
         };
+        if let Some(log) = &self.inner.recorder {
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(PlannedCall {
+                    system: spec.call.system,
+                    mode: if esb { "esb" } else { "gateway" },
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    query,
+                    body,
+                });
+            return Err(BkError::NotSent {
+                call: spec.call,
+                waited: std::time::Duration::ZERO,
+                window: std::time::Duration::ZERO,
+            });
+        }
         let req = Request {
             call: spec.call,
             method,

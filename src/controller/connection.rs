@@ -301,6 +301,26 @@ fn build(
     secret: &Secret,
     on_wait: Option<WaitObserver>,
 ) -> Result<Resolved, ConnectionError> {
+    let (mut config, defaults) = client_config(name, spec, secret)?;
+    config.on_wait = on_wait;
+    let client = BkClient::new(config).map_err(|e| ConnectionError::Invalid {
+        connection: name.to_owned(),
+        problem: e.to_string(),
+    })?;
+    Ok(Resolved {
+        client,
+        defaults,
+        id: format!("{ns}/{name}"),
+    })
+}
+
+/// The client settings and call defaults of connection `name` with its Secret: what the
+/// operator builds its client from (`bkops plan` too).
+pub fn client_config(
+    name: &str,
+    spec: &BkConnectionSpec,
+    secret: &Secret,
+) -> Result<(ClientConfig, Defaults), ConnectionError> {
     let secret_name = spec.credentials_secret_ref.name.clone();
     let incomplete = |problem: String| ConnectionError::SecretIncomplete {
         connection: name.to_owned(),
@@ -359,16 +379,11 @@ fn build(
         config.naive_time_offset_secs = offset;
     }
     config.ca_bundle_pem = spec.ca_bundle.as_ref().map(|p| p.as_bytes().to_vec());
-    config.on_wait = on_wait;
-    let client = BkClient::new(config).map_err(|e| invalid(e.to_string()))?;
-    Ok(Resolved {
-        client,
-        defaults: Defaults {
-            bkflow_space_id: spec.bkflow_space_id,
-            username,
-        },
-        id: format!("{ns}/{name}"),
-    })
+    let defaults = Defaults {
+        bkflow_space_id: spec.bkflow_space_id,
+        username,
+    };
+    Ok((config, defaults))
 }
 
 /// Shared handle.

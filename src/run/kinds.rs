@@ -9,6 +9,7 @@ use crate::api::agent_job::AgentJob;
 use crate::api::execute_job::{ExecuteJob, JobApi};
 use crate::api::process_job::ProcessJob;
 use crate::api::taskflow::Taskflow;
+use crate::api::validation::FieldPath;
 use crate::api::{CommonSpec, FieldErrors, JobStatus};
 use crate::bk::facade::{CreateRequest, JobRef, SearchTarget};
 use crate::bk::{System, bkflow, gsekit, job, nodeman};
@@ -47,6 +48,11 @@ pub struct KindEntry {
     /// The problems of a manifest of this kind, as the operator reports them (`Err` when it
     /// does not read as the kind).
     pub validate: fn(Value) -> Result<FieldErrors, String>,
+    /// The create call a manifest of this kind makes for run `key`, as the operator builds it
+    /// (`Err` when it does not read as the kind or cannot be mapped).
+    pub request: fn(Value, &str, &Defaults) -> Result<CreateRequest, String>,
+    /// What the CRD's CEL rules say of a manifest's `spec`.
+    pub cel: fn(&Value) -> FieldErrors,
 }
 
 const fn entry<K: JobKind + kube::CustomResourceExt>() -> KindEntry {
@@ -59,6 +65,11 @@ const fn entry<K: JobKind + kube::CustomResourceExt>() -> KindEntry {
             serde_path_to_error::deserialize::<_, K>(v)
                 .map(|k| k.validate_spec())
                 .map_err(|e| e.to_string())
+        },
+        cel: K::cel_problems,
+        request: |v, key, defaults| {
+            let k: K = serde_path_to_error::deserialize(v).map_err(|e| e.to_string())?;
+            k.create_request(key, defaults).map_err(|e| e.to_string())
         },
     }
 }
@@ -110,6 +121,9 @@ pub trait JobKind:
     fn job_status(&self) -> Option<&JobStatus>;
     /// Every problem with the spec.
     fn validate_spec(&self) -> FieldErrors;
+    /// What the CRD's CEL rules say of a spec (as JSON), evaluated here: clusters older than
+    /// 1.25 do not evaluate them.
+    fn cel_problems(spec: &Value) -> FieldErrors;
     /// The spec as JSON, for the run trigger hash.
     fn spec_json(&self) -> Value;
     /// Whether a created job must be started by a second call (BKFlow, JOB v3).
@@ -175,8 +189,28 @@ fn object(value: &Option<Value>) -> Option<Map<String, Value>> {
     value.as_ref().and_then(|v| v.as_object().cloned())
 }
 
+/// The CEL rules' verdict as field errors under `spec`.
+fn cel_errors(verdict: Result<(), kube::core::cel::ValidationErrors>) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    if let Err(failed) = verdict {
+        for e in failed.into_vec() {
+            let path = e
+                .field_path
+                .trim_start_matches("spec")
+                .split('.')
+                .filter(|p| !p.is_empty())
+                .fold(FieldPath::spec(), |path, part| path.child(part));
+            errors.push(path, e.message);
+        }
+    }
+    errors
+}
+
 macro_rules! common_impl {
-    () => {
+    ($spec:ty) => {
+        fn cel_problems(spec: &Value) -> FieldErrors {
+            cel_errors(<$spec>::validate_cel(spec, None))
+        }
         fn common(&self) -> &CommonSpec {
             &self.spec.common
         }
@@ -195,7 +229,7 @@ macro_rules! common_impl {
 impl JobKind for ProcessJob {
     const SYSTEM: System = System::Gsekit;
     const NAME: &'static str = "ProcessJob";
-    common_impl!();
+    common_impl!(crate::api::ProcessJobSpec);
 
     fn create_request(&self, key: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
         let s = &self.spec;
@@ -292,7 +326,7 @@ pub fn task_name(base: &str, key: &str) -> String {
 impl JobKind for Taskflow {
     const SYSTEM: System = System::Bkflow;
     const NAME: &'static str = "Taskflow";
-    common_impl!();
+    common_impl!(crate::api::TaskflowSpec);
 
     fn two_phase(&self) -> bool {
         true
@@ -358,7 +392,7 @@ impl JobKind for Taskflow {
 impl JobKind for AgentJob {
     const SYSTEM: System = System::Nodeman;
     const NAME: &'static str = "AgentJob";
-    common_impl!();
+    common_impl!(crate::api::AgentJobSpec);
 
     fn create_request(&self, _: &str, _: &Defaults) -> Result<CreateRequest, MappingError> {
         let s = &self.spec;
@@ -439,7 +473,7 @@ impl ExecuteJob {
 impl JobKind for ExecuteJob {
     const SYSTEM: System = System::Job;
     const NAME: &'static str = "ExecuteJob";
-    common_impl!();
+    common_impl!(crate::api::ExecuteJobSpec);
 
     fn two_phase(&self) -> bool {
         self.spec.api() == JobApi::V3
