@@ -14,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod demo;
+pub mod kubectl;
 pub mod limits;
 pub mod local;
 pub mod output;

@@ -50,6 +50,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if bkops::kubectl::invoked_as_plugin() {
+        return kubectl(bkops::kubectl::KubectlCli::parse());
+    }
     let cli = Cli::parse();
     if let Command::Plan(args) = cli.command {
         return plan(args);
@@ -78,6 +81,23 @@ fn main() -> ExitCode {
         Err(e) if bkops::output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             bkops::errln!("bkops: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kubectl bkops ...` (the binary called as `kubectl-bkops`).
+fn kubectl(cli: bkops::kubectl::KubectlCli) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(bkops::kubectl::run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if bkops::output::is_stdout_closed(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            bkops::errln!("kubectl bkops: {e:#}");
             ExitCode::FAILURE
         }
     }
