@@ -189,10 +189,25 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             .filter_map(|h| h.job_id.clone())
             .collect();
         let mut claimed = self.life.claimed_jobs(self.kind, &self.uid);
-        // Where only content tells jobs apart, the caches may lag: read the other objects now,
-        // after the search, for the jobs they follow and the runs that may have made a candidate.
+        let searched_for = (now - intent_at).to_std().unwrap_or_default();
+        let keyed = K::SYSTEM.stores_run_key();
+        let decide = |found: &[Found], contested: bool| {
+            resolve::resolution(
+                found,
+                keyed,
+                searched.complete,
+                searched_for,
+                grace,
+                contested,
+            )
+        };
+        let mut weighed = found(&searched.candidates, &earlier, &claimed);
+        let mut outcome = decide(&weighed, false);
+        // Where only content tells jobs apart, the caches may lag: before adopting, read the
+        // other objects now (after the search) for the jobs they follow and for runs that may
+        // have made the candidate. Only then: a list of the kind is not cheap.
         let mut contested = None;
-        if !K::SYSTEM.stores_run_key() && !searched.candidates.is_empty() {
+        if !keyed && matches!(outcome, Resolution::Adopt(_)) {
             let others = match self.life.store.list::<K>().await {
                 Ok(o) => o,
                 Err(e) => {
@@ -200,28 +215,19 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                     return Ok(Next::Requeue(Duration::from_secs(5)));
                 }
             };
-            let window = grace + Duration::from_secs(60);
             let alike = Alike {
                 uid: &self.uid,
                 target: &query.target,
                 defaults: &conn.defaults,
                 intent_at,
-                window,
+                window: grace + Duration::from_secs(60),
             };
             contested = alike.check(&others, &mut claimed);
+            weighed = found(&searched.candidates, &earlier, &claimed);
+            outcome = decide(&weighed, contested.is_some());
         }
-        let found = found(&searched.candidates, &earlier, &claimed);
-        let searched_for = (now - intent_at).to_std().unwrap_or_default();
-        let outcome = resolve::resolution(
-            &found,
-            K::SYSTEM.stores_run_key(),
-            searched.complete,
-            searched_for,
-            grace,
-            contested.is_some(),
-        );
         debug!(
-            candidates = found.len(),
+            candidates = weighed.len(),
             ?outcome,
             "searched for an unclear create"
         );
