@@ -551,6 +551,10 @@ fn content_of_request(req: &CreateRequest) -> (System, String) {
         CreateRequest::BkflowTemplate { space_id, body } => {
             (System::Bkflow, format!("{space_id}/{}", body.template_id))
         }
+        CreateRequest::NodemanJob(r) => (
+            System::Nodeman,
+            format!("{}/{:?}", r.job_type, r.bk_host_id),
+        ),
         CreateRequest::Gsekit(r) => (
             System::Gsekit,
             format!(
@@ -580,6 +584,11 @@ fn content_of_target(target: &SearchTarget) -> String {
             space_id,
             template_id,
         } => format!("{space_id}/{}", template_id.unwrap_or_default()),
+        SearchTarget::Nodeman {
+            job_type,
+            bk_host_id,
+            ..
+        } => format!("{}/{bk_host_id:?}", job_type.clone().unwrap_or_default()),
         SearchTarget::Gsekit {
             biz_id,
             job_object,
@@ -590,7 +599,6 @@ fn content_of_target(target: &SearchTarget) -> String {
             "{biz_id}/{job_object:?}/{job_action:?}/{}",
             expression_scope.clone().unwrap_or_default()
         ),
-        other => panic!("the simulation does not search {other:?}"),
     }
 }
 
@@ -605,6 +613,7 @@ fn job_ref(job: &FakeJob) -> JobRef {
             biz_id: 2,
             job_id: job.id,
         },
+        System::Nodeman => JobRef::Nodeman { job_id: job.id },
         _ => JobRef::Bkflow {
             space_id: 1,
             task_id: job.id,
@@ -707,8 +716,8 @@ impl JobSystem for SimBk {
                     phase: JobPhase::NotStarted,
                 };
                 let reference = job_ref(&job);
-                // GSEKit runs a job at once; BKFlow and JOB v3 wait for their start.
-                let needs_start = system != System::Gsekit;
+                // GSEKit and NodeMan run a job at once; BKFlow and JOB v3 wait for their start.
+                let needs_start = matches!(system, System::Bkflow | System::Job);
                 if !needs_start {
                     job.started = true;
                     job.phase = JobPhase::Running;
@@ -802,10 +811,12 @@ impl JobSystem for SimBk {
     async fn search(&self, q: &SearchQuery) -> Result<Searched, BkError> {
         point(&self.world, "bk.search").await;
         let mut w = lock(&self.world);
+        let now = w.now;
         let content = content_of_target(&q.target);
         let system = match q.target {
             SearchTarget::Job { .. } => System::Job,
             SearchTarget::Gsekit { .. } => System::Gsekit,
+            SearchTarget::Nodeman { .. } => System::Nodeman,
             _ => System::Bkflow,
         };
         if w.fault(100) {
@@ -821,7 +832,10 @@ impl JobSystem for SimBk {
                 created_at: Some(j.created_at),
                 name: None,
                 key_matched: system.stores_run_key() && j.key == q.key,
-                content_matched: Some(j.content == content),
+                // NodeMan shows a job's hosts only once it is prepared.
+                content_matched: (system != System::Nodeman
+                    || q.until.min(now) - j.created_at >= chrono::TimeDelta::seconds(10))
+                .then_some(j.content == content),
             })
             .collect();
         candidates.sort_by_key(|c| !c.key_matched);

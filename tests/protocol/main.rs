@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bkops::api::common::Phase;
-use bkops::api::{ExecuteJob, JobStatus, ProcessJob, Taskflow};
+use bkops::api::{AgentJob, ExecuteJob, JobStatus, ProcessJob, Taskflow};
 use bkops::run::act::{Error, Lifecycle, Next, NoCounters, Reconciler, RunConfig};
 use fakes::{Intents, Shared, SimClock, SimConnections, SimStore, World, lock};
 use rand::rngs::StdRng;
@@ -108,6 +108,7 @@ impl Instance {
             let kind: &'static str = match kind.as_str() {
                 "ExecuteJob" => "ExecuteJob",
                 "ProcessJob" => "ProcessJob",
+                "AgentJob" => "AgentJob",
                 _ => "Taskflow",
             };
             if let Some(wait) = life.behind_own_write(kind, &uid, status).await {
@@ -117,6 +118,10 @@ impl Instance {
                 "ExecuteJob" => {
                     let typed: ExecuteJob =
                         serde_json::from_value(obj).expect("a valid ExecuteJob");
+                    Reconciler::new(&life, typed, kind)?.run().await
+                }
+                "AgentJob" => {
+                    let typed: AgentJob = serde_json::from_value(obj).expect("a valid AgentJob");
                     Reconciler::new(&life, typed, kind)?.run().await
                 }
                 "ProcessJob" => {
@@ -183,6 +188,18 @@ fn process_job(process: &str, cancel_policy: bool) -> Value {
     obj
 }
 
+fn agent_job(hosts: &[i64]) -> Value {
+    json!({
+        "apiVersion": "bkops.io/v1alpha1", "kind": "AgentJob",
+        "metadata": {},
+        "spec": {
+            "connectionRef": {"name": "bk"},
+            "jobType": "RESTART_AGENT", "bkBizId": [2], "bkHostId": hosts,
+            "deletionPolicy": "Cancel",
+        },
+    })
+}
+
 fn taskflow(template: i64) -> Value {
     json!({
         "apiVersion": "bkops.io/v1alpha1", "kind": "Taskflow",
@@ -236,9 +253,14 @@ fn case(seed: u64, compare_and_swap: bool) -> Result<Coverage, String> {
     let mut namespaces = Vec::new();
     for i in 0..n {
         let ns = format!("ns{i}");
-        let obj = match rng.random_range(0..3) {
+        let obj = match rng.random_range(0..4) {
             0 => execute_job(1000 + rng.random_range(0..2)),
             1 => taskflow(4 + rng.random_range(0..2)),
+            2 => agent_job(if rng.random_bool(0.5) {
+                &[101, 102]
+            } else {
+                &[103]
+            }),
             _ => process_job(
                 ["nginx", "redis"][rng.random_range(0..2)],
                 rng.random_bool(0.5),
