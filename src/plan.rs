@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use crate::api::connection::BkConnectionSpec;
 use crate::bk::{BkClient, PlannedCall};
 use crate::controller::connection::client_config;
-use crate::crdgen::CrdKind;
 use crate::run::Defaults;
 use crate::run::kinds::{JOB_KINDS, KindEntry};
 
@@ -285,6 +284,7 @@ pub async fn plan(docs: &[Doc], extra: &[Doc]) -> Plan {
         .chain(extra)
         .filter_map(|(_, d)| d.as_ref().ok());
     let connections = Connections::of(values);
+    let schemas = Schemas::new();
     let mut out = Plan {
         jobs: Vec::new(),
         skipped: BTreeMap::new(),
@@ -313,7 +313,7 @@ pub async fn plan(docs: &[Doc], extra: &[Doc]) -> Plan {
         match entry.filter(|_| is_bkops(doc)) {
             Some(entry) => out
                 .jobs
-                .push(plan_job(source, doc, entry, &connections).await),
+                .push(plan_job(source, doc, entry, &connections, &schemas).await),
             None => {
                 let label = if kind.is_empty() { "(no kind)" } else { kind };
                 *out.skipped.entry(label.to_owned()).or_default() += 1;
@@ -328,6 +328,7 @@ async fn plan_job(
     doc: &Value,
     entry: &KindEntry,
     connections: &Connections<'_>,
+    schemas: &Schemas,
 ) -> JobPlan {
     let ns = meta(doc, "namespace");
     let mut plan = JobPlan {
@@ -345,7 +346,7 @@ async fn plan_job(
             message: "required".into(),
         });
     }
-    plan.problems.extend(structural(entry, doc));
+    plan.problems.extend(schemas.check(entry, doc));
     if let Some(spec) = doc.get("spec") {
         let cel = (entry.cel)(spec).into_vec();
         plan.problems.extend(cel.into_iter().map(|e| Problem {
@@ -448,26 +449,41 @@ async fn requests(
 }
 
 /// The problems the CRD's structural schema finds (what the API server would refuse).
-fn structural(entry: &KindEntry, doc: &Value) -> Vec<Problem> {
-    let Some(kind) = CrdKind::ALL
-        .iter()
-        .find(|k| k.crd().spec.names.kind == entry.name)
-    else {
-        return Vec::new();
-    };
-    let Ok(schema) = crate::schema::json_schema(*kind) else {
-        return Vec::new();
-    };
-    let Ok(validator) = jsonschema::validator_for(&schema) else {
-        return Vec::new();
-    };
-    validator
-        .iter_errors(doc)
-        .map(|e| Problem {
-            path: pointer_to_path(&e.instance_path().to_string()),
-            message: e.to_string(),
-        })
-        .collect()
+/// Each job kind's structural schema as a validator, built once per plan.
+struct Schemas(BTreeMap<&'static str, Result<jsonschema::Validator, String>>);
+
+impl Schemas {
+    fn new() -> Self {
+        Schemas(
+            JOB_KINDS
+                .iter()
+                .map(|k| {
+                    let validator = crate::schema::json_schema_of(&(k.crd)())
+                        .and_then(|s| jsonschema::validator_for(&s).map_err(|e| e.to_string()));
+                    (k.name, validator)
+                })
+                .collect(),
+        )
+    }
+
+    /// The problems `entry`'s structural schema finds in `doc` (what the API server would
+    /// refuse).
+    fn check(&self, entry: &KindEntry, doc: &Value) -> Vec<Problem> {
+        match self.0.get(entry.name) {
+            Some(Ok(validator)) => validator
+                .iter_errors(doc)
+                .map(|e| Problem {
+                    path: pointer_to_path(&e.instance_path().to_string()),
+                    message: e.to_string(),
+                })
+                .collect(),
+            Some(Err(e)) => vec![Problem {
+                path: ".".into(),
+                message: format!("bkops cannot check {}'s schema: {e}", entry.name),
+            }],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// `/spec/steps/0/x` → `spec.steps[0].x`.

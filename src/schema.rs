@@ -15,7 +15,13 @@ use crate::crdgen::CrdKind;
 
 /// The JSON Schema of `kind`'s served version.
 pub fn json_schema(kind: CrdKind) -> Result<Value, String> {
-    let crd = kind.crd();
+    json_schema_of(&kind.crd())
+}
+
+/// The JSON Schema of `crd`'s served version.
+pub fn json_schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Result<Value, String> {
     let version = crd
         .spec
         .versions
