@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
+use super::follow::Reach;
 use super::{Connections, Error, JobSystem, Next, ObjectStore, Reconciler, Severity};
 use crate::api::JobStatus;
 use crate::api::common::Phase;
@@ -17,13 +18,9 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         let Some(mut run) = status.run.clone() else {
             return Ok(Next::AwaitChange);
         };
-        let conn = match self.connection(false).await {
-            Ok(c) => c,
-            Err(e) => return self.report_connection(&status, e).await,
-        };
-        let job = match self.followed_job(&run, &conn.defaults) {
-            Ok(job) => job,
-            Err(why) => return self.cannot_follow(&status, run, why).await,
+        let (conn, job) = match self.reach(&status, &run).await? {
+            Reach::Job(conn, job) => (conn, job),
+            Reach::Instead(next) => return Ok(next),
         };
         let started = self.life.clock.elapsed();
         let result = conn.system.cancel(&job).await;

@@ -7,12 +7,20 @@ use tracing::warn;
 
 use super::after_run_end;
 use super::write::PROGRESS_WRITE_INTERVAL;
-use super::{Connections, Error, JobSystem, Lifecycle, Next, ObjectStore, Reconciler};
+use super::{Connection, Connections, Error, JobSystem, Lifecycle, Next, ObjectStore, Reconciler};
 use crate::api::JobStatus;
 use crate::api::common::{Phase, RunStatus};
 use crate::bk::facade::{JobPhase, JobRef};
 use crate::run::status::{apply_progress, progress_only, push_history, render};
 use crate::run::{Defaults, JobKind, reason};
+
+/// What [`Reconciler::reach`] found.
+pub(super) enum Reach<S> {
+    /// The connection and the job.
+    Job(Connection<S>, JobRef),
+    /// Either cannot be had; the reconcile ends with this.
+    Instead(Next),
+}
 
 /// The poll interval of a run `age_secs` after its submission: `initial` at first, growing to
 /// `max`, times `jitter` (0.8..1.2).
@@ -67,13 +75,9 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 return Ok(Next::Requeue(due - since.min(due)));
             }
         }
-        let conn = match self.connection(false).await {
-            Ok(c) => c,
-            Err(e) => return self.report_connection(&status, e).await,
-        };
-        let job = match self.followed_job(&run, &conn.defaults) {
-            Ok(job) => job,
-            Err(why) => return self.cannot_follow(&status, run, why).await,
+        let (conn, job) = match self.reach(&status, &run).await? {
+            Reach::Job(conn, job) => (conn, job),
+            Reach::Instead(next) => return Ok(next),
         };
         let started = self.life.clock.elapsed();
         self.life
@@ -156,6 +160,26 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             self.write(&status, new).await?;
         }
         Ok(Next::Requeue(poll_interval(self.life, &new_run)))
+    }
+
+    /// The connection and the job of `run`, for a step that calls BlueKing about it; or, when
+    /// either cannot be had, what to do instead (the problem is reported in status).
+    pub(super) async fn reach(
+        &self,
+        status: &JobStatus,
+        run: &RunStatus,
+    ) -> Result<Reach<C::System>, Error> {
+        let conn = match self.connection(false).await {
+            Ok(c) => c,
+            Err(e) => return self.report_connection(status, e).await.map(Reach::Instead),
+        };
+        match self.followed_job(run, &conn.defaults) {
+            Ok(job) => Ok(Reach::Job(conn, job)),
+            Err(why) => self
+                .cannot_follow(status, run.clone(), why)
+                .await
+                .map(Reach::Instead),
+        }
     }
 
     /// The reference of the job `run` follows, or why there is none.

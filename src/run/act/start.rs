@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
+use super::follow::Reach;
 use super::{Connections, Error, JobSystem, Next, ObjectStore, Reconciler, follow::poll_interval};
 use crate::api::JobStatus;
 use crate::api::common::{Phase, RunStatus};
@@ -53,13 +54,9 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         let Some(run) = status.run.clone() else {
             return Ok(Next::AwaitChange);
         };
-        let conn = match self.connection(false).await {
-            Ok(c) => c,
-            Err(e) => return self.report_connection(&status, e).await,
-        };
-        let job = match self.followed_job(&run, &conn.defaults) {
-            Ok(job) => job,
-            Err(why) => return self.cannot_follow(&status, run, why).await,
+        let (_, job) = match self.reach(&status, &run).await? {
+            Reach::Job(conn, job) => (conn, job),
+            Reach::Instead(next) => return Ok(next),
         };
         self.start_job(status, run, job).await
     }
