@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// Longest poll interval, in seconds.
     #[arg(long, env = "BKOPS_POLL_MAX_SECONDS", default_value_t = 30.0)]
     pub poll_max_seconds: f64,
+    /// Days a finished run record (`BkRun`) is kept after its run ended; 0 keeps them all.
+    /// Records of runs in flight or of unknown outcome are never deleted. A re-created job
+    /// object whose record is gone runs again.
+    #[arg(long, env = "BKOPS_RUN_RETENTION_DAYS", default_value_t = 90)]
+    pub run_retention_days: u32,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -160,6 +165,8 @@ impl RunArgs {
             poll_max,
             leader_election,
             metrics_addr: Some(self.metrics_addr),
+            run_retention: (self.run_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.run_retention_days) * 86_400)),
             identity: env("POD_NAME")
                 .map(|p| format!("{p}-{}", std::process::id()))
                 .unwrap_or_else(default_identity),

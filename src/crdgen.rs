@@ -4,9 +4,9 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AgentJob, BkConnection, ExecuteJob, ProcessJob, Taskflow};
+use crate::api::{AgentJob, BkConnection, BkRun, ExecuteJob, ProcessJob, Taskflow};
 
-/// The five kinds bkops defines.
+/// The six kinds bkops defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CrdKind {
     /// GSEKit jobs.
@@ -19,16 +19,19 @@ pub enum CrdKind {
     ExecuteJob,
     /// Connections to BlueKing.
     BkConnection,
+    /// Run records.
+    BkRun,
 }
 
 impl CrdKind {
     /// Every kind, in the order `bkops crds` prints them.
-    pub const ALL: [CrdKind; 5] = [
+    pub const ALL: [CrdKind; 6] = [
         CrdKind::ProcessJob,
         CrdKind::Taskflow,
         CrdKind::AgentJob,
         CrdKind::ExecuteJob,
         CrdKind::BkConnection,
+        CrdKind::BkRun,
     ];
 
     /// The generated CRD.
@@ -39,6 +42,7 @@ impl CrdKind {
             CrdKind::AgentJob => AgentJob::crd(),
             CrdKind::ExecuteJob => ExecuteJob::crd(),
             CrdKind::BkConnection => BkConnection::crd(),
+            CrdKind::BkRun => BkRun::crd(),
         }
     }
 
@@ -83,7 +87,7 @@ mod tests {
     fn the_crds_list_the_job_kinds_of_the_kind_table_in_its_order() {
         let job_crds: Vec<String> = CrdKind::ALL
             .iter()
-            .filter(|k| **k != CrdKind::BkConnection)
+            .filter(|k| !matches!(k, CrdKind::BkConnection | CrdKind::BkRun))
             .map(|k| k.crd().spec.names.kind)
             .collect();
         assert_eq!(job_crds, crate::run::kinds::JOB_KIND_NAMES);

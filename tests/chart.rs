@@ -681,6 +681,11 @@ fn operator_rules_are_exactly_the_least_privilege_set() {
         &["update"],
     ));
     want.extend(triples(&["bkops.io"], &["bkconnections"], &["get"]));
+    want.extend(triples(
+        &["bkops.io"],
+        &["bkruns"],
+        &["list", "create", "patch", "delete"],
+    ));
     want.extend(triples(&[""], &["secrets"], &["get"]));
     want.extend(triples(
         &["events.k8s.io"],

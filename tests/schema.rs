@@ -48,6 +48,7 @@ fn schemas() -> BTreeMap<String, jsonschema::Validator> {
         [
             "AgentJob",
             "BkConnection",
+            "BkRun",
             "ExecuteJob",
             "ProcessJob",
             "Taskflow"

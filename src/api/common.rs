@@ -74,6 +74,83 @@ pub struct CommonSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32))]
     pub adopt_job_id: Option<String>,
+
+    /// Jobs in this namespace that must have succeeded, with no run pending, before a new run
+    /// of this one starts (`generate`, then `release`, then `restart`). A run already started is
+    /// never affected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub depends_on: Vec<Dependency>,
+
+    /// What a brand-new object does when a run record (`BkRun`) with its fingerprint exists
+    /// (the same kind, namespace, name, job-defining spec and `rerunToken` ran before, e.g. the
+    /// object was deleted and re-created): `Adopt` (default) takes that run's job and result
+    /// instead of running again, `Run` runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate_policy: Option<RecreatePolicy>,
+}
+
+/// A job this one waits for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub struct Dependency {
+    /// Its kind.
+    pub kind: DependencyKind,
+    /// Its name, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The kinds a job can depend on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum DependencyKind {
+    /// A GSEKit job.
+    ProcessJob,
+    /// A BKFlow task.
+    Taskflow,
+    /// A NodeMan job.
+    AgentJob,
+    /// A JOB execution.
+    ExecuteJob,
+}
+
+impl DependencyKind {
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            DependencyKind::ProcessJob,
+            DependencyKind::Taskflow,
+            DependencyKind::AgentJob,
+            DependencyKind::ExecuteJob,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyKind::ProcessJob => "ProcessJob",
+            DependencyKind::Taskflow => "Taskflow",
+            DependencyKind::AgentJob => "AgentJob",
+            DependencyKind::ExecuteJob => "ExecuteJob",
+        }
+    }
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// What a brand-new object does when an earlier run with its fingerprint is on record.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RecreatePolicy {
+    /// Take the newest such run as this object's (follow it if it is still in flight).
+    #[default]
+    Adopt,
+    /// Ignore run records: a new object runs.
+    Run,
 }
 
 /// A reference to a `BkConnection` in the same namespace.
@@ -162,6 +239,21 @@ impl CommonSpec {
             && token.len() > 253
         {
             errors.push(spec.child("rerunToken"), "must be at most 253 characters");
+        }
+        if self.depends_on.len() > 32 {
+            errors.push(
+                spec.child("dependsOn"),
+                format!("must list at most 32 jobs, got {}", self.depends_on.len()),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.depends_on.iter().enumerate() {
+            let at = spec.child("dependsOn").index(i).child("name");
+            if d.name.trim().is_empty() {
+                errors.push(at, "must not be empty");
+            } else if !seen.insert(d) {
+                errors.push(at, format!("{d} is listed twice"));
+            }
         }
     }
 }

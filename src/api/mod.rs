@@ -1,4 +1,4 @@
-//! The `bkops.io/v1alpha1` API: four job kinds and `BkConnection`.
+//! The `bkops.io/v1alpha1` API: four job kinds, `BkConnection` and the run records (`BkRun`).
 //!
 //! One file per kind (spec, validation, wire names together); [`common`] holds the fields and
 //! status every job kind shares.
@@ -8,6 +8,7 @@ pub mod common;
 pub mod connection;
 pub mod execute_job;
 pub mod process_job;
+pub mod run_record;
 pub mod taskflow;
 pub mod validation;
 
@@ -16,6 +17,7 @@ pub use common::{CommonSpec, JobStatus, Phase, RunStatus};
 pub use connection::{BkConnection, BkConnectionSpec};
 pub use execute_job::{ExecuteJob, ExecuteJobSpec};
 pub use process_job::{ProcessJob, ProcessJobSpec};
+pub use run_record::{BkRun, BkRunSpec};
 pub use taskflow::{Taskflow, TaskflowSpec};
 pub use validation::{FieldError, FieldErrors};
 

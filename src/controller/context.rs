@@ -45,6 +45,8 @@ pub struct OperatorConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Identity in Events and the Lease.
     pub identity: String,
+    /// How long finished run records are kept after their run ended; `None`: forever.
+    pub run_retention: Option<Duration>,
 }
 
 impl OperatorConfig {
@@ -72,6 +74,7 @@ impl Default for OperatorConfig {
             leader_election: None,
             metrics_addr: None,
             identity: default_identity(),
+            run_retention: Some(Duration::from_secs(90 * 86_400)),
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The run lifecycle over the API server and the connections' BlueKing clients.
     pub life: Lifecycle<KubeStore, BkSystems>,
+    /// Who depends on whom (`spec.dependsOn`), to wake dependents when a job changes.
+    pub deps: super::deps::DependencyIndex,
 }
 
 impl Context {
@@ -128,6 +133,7 @@ impl Context {
             config,
             metrics,
             life,
+            deps: super::deps::DependencyIndex::default(),
         }
     }
 

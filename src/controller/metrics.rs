@@ -112,6 +112,8 @@ pub struct Metrics {
     pub phase_transitions: Family<PhaseLabels, Counter>,
     /// Status writes by kind.
     pub status_writes: Family<ReconcileLabels, Counter>,
+    /// Run record (`BkRun`) writes by kind and outcome: create, update, failed.
+    pub run_record_writes: Family<ReconcileLabels, Counter>,
     /// Events by outcome.
     pub events: Family<OutcomeLabels, Counter>,
     /// 1 while this replica leads (or leader election is off).
@@ -144,6 +146,7 @@ impl Default for Metrics {
         });
         let phase_transitions = Family::default();
         let status_writes = Family::default();
+        let run_record_writes = Family::default();
         let events = Family::default();
         let leader = Gauge::default();
         let runs = Family::<PhaseLabels, Gauge>::default();
@@ -189,6 +192,11 @@ impl Default for Metrics {
             status_writes.clone(),
         );
         registry.register(
+            "run_record_writes",
+            "Run record (BkRun) writes by kind and outcome: create, update, failed (retried)",
+            run_record_writes.clone(),
+        );
+        registry.register(
             "events",
             "Kubernetes Events by outcome: published, failed, dropped (queue full)",
             events.clone(),
@@ -205,6 +213,7 @@ impl Default for Metrics {
             bk_call_wait_seconds,
             phase_transitions,
             status_writes,
+            run_record_writes,
             events,
             leader,
             runs,
@@ -330,6 +339,12 @@ impl crate::run::act::Counters for Metrics {
     fn submission(&self, kind: &'static str, outcome: &'static str) {
         self.submissions
             .get_or_create(&SubmissionLabels { kind, outcome })
+            .inc();
+    }
+
+    fn record_write(&self, kind: &'static str, outcome: &'static str) {
+        self.run_record_writes
+            .get_or_create(&ReconcileLabels { kind, outcome })
             .inc();
     }
 

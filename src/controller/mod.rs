@@ -5,9 +5,11 @@ pub mod batch;
 pub mod cached;
 pub mod connection;
 pub mod context;
+pub mod deps;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 pub mod systems;
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use kube::api::{ApiResource, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
@@ -358,9 +360,22 @@ async fn run_kind<K: JobKind>(
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
     ctx.watch_store(K::NAME, reader.clone());
+    // A job that others depend on wakes them when it changes (`spec.dependsOn`).
+    let woken = ctx.deps.waker(K::NAME, ns.clone());
+    let wake_ar = ar.clone();
+    let woken = futures::stream::unfold(woken, |mut rx| async move {
+        rx.recv().await.map(|job| (job, rx))
+    })
+    .map(move |(ns, name)| ObjectRef::new_with(&name, wake_ar.clone()).within(&ns));
+    let index = ctx.clone();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .inspect(move |event| health.watch_event(K::NAME, event.is_ok()))
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                index.deps.observe(K::NAME, event);
+            }
+        })
         // `CachedObject` skips managedFields as it decodes (nothing reads them).
         .reflect(writer)
         .applied_objects()
@@ -373,6 +388,7 @@ async fn run_kind<K: JobKind>(
     // No limit in kube-runtime (it still never reconciles one object twice at once): `Slots` is
     // the limit.
     Controller::for_stream_with(stream, reader, ar)
+        .reconcile_on(woken)
         .with_config(controller::Config::default())
         .graceful_shutdown_on(token.cancelled_owned())
         .run(
@@ -458,6 +474,14 @@ pub async fn run(
             h.clone(),
         ));
         tasks.spawn(run_kind::<ExecuteJob>(c.clone(), ns, t.clone(), h.clone()));
+    }
+    if let Some(keep) = config.run_retention {
+        tasks.spawn(retention::run(
+            ctx.client.clone(),
+            config.namespaces.clone(),
+            keep,
+            controllers.clone(),
+        ));
     }
     health.set_ready(true);
     info!("controllers running");

@@ -11,9 +11,12 @@ use kube::runtime::reflector;
 
 use super::cached::CachedObject;
 use super::events::Events;
-use crate::api::common::FIELD_MANAGER;
+use crate::api::common::{Dependency, DependencyKind, FIELD_MANAGER};
+use crate::api::run_record::FINGERPRINT_LABEL;
+use crate::api::{AgentJob, BkRun, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
 use crate::run::act::{ObjectStore, Severity, StoreError};
+use crate::run::deps::DependencyView;
 
 /// The API server, the Event publisher and the kinds' caches.
 pub struct KubeStore {
@@ -188,5 +191,61 @@ impl ObjectStore for KubeStore {
             }
         }
         claimed
+    }
+
+    async fn put_record(&self, ns: &str, record: &BkRun) -> Result<bool, StoreError> {
+        let api: Api<BkRun> = Api::namespaced(self.client.clone(), ns);
+        let params = kube::api::PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        match api.create(&params, record).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(store_error(e)),
+        }
+        // It exists: bring it up to date, keeping the uid of the object that made the run.
+        let mut spec =
+            serde_json::to_value(&record.spec).map_err(|e| StoreError::Other(e.to_string()))?;
+        if let Some(obj) = spec.as_object_mut() {
+            obj.remove("jobUid");
+        }
+        let name = record.metadata.name.as_deref().unwrap_or_default();
+        let patch = serde_json::json!({ "spec": spec });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| false)
+            .map_err(store_error)
+    }
+
+    async fn records(&self, ns: &str, fingerprint: &str) -> Result<Vec<BkRun>, StoreError> {
+        let api: Api<BkRun> = Api::namespaced(self.client.clone(), ns);
+        let params =
+            kube::api::ListParams::default().labels(&format!("{FINGERPRINT_LABEL}={fingerprint}"));
+        Ok(api.list(&params).await.map_err(store_error)?.items)
+    }
+
+    async fn dependency(
+        &self,
+        ns: &str,
+        dep: &Dependency,
+    ) -> Result<Option<DependencyView>, StoreError> {
+        async fn view<K: JobKind>(
+            store: &KubeStore,
+            ns: &str,
+            name: &str,
+        ) -> Result<Option<DependencyView>, StoreError> {
+            match store.api::<K>(ns).get(name).await.map_err(store_error) {
+                Ok(obj) => Ok(Some(DependencyView::of(&obj))),
+                Err(StoreError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        match dep.kind {
+            DependencyKind::ProcessJob => view::<ProcessJob>(self, ns, &dep.name).await,
+            DependencyKind::Taskflow => view::<Taskflow>(self, ns, &dep.name).await,
+            DependencyKind::AgentJob => view::<AgentJob>(self, ns, &dep.name).await,
+            DependencyKind::ExecuteJob => view::<ExecuteJob>(self, ns, &dep.name).await,
+        }
     }
 }

@@ -66,6 +66,7 @@ pub(super) fn operator_config(namespace: &str) -> OperatorConfig {
         leader_election: None,
         metrics_addr: None,
         identity: default_identity(),
+        run_retention: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! carries it out (Kubernetes writes, BlueKing calls) and reports with [`status`].
 
 pub mod act;
+pub mod deps;
 pub mod kinds;
 pub mod resolve;
 pub mod status;
@@ -49,6 +50,17 @@ pub mod reason {
     /// The run's job cannot be addressed (its id does not map to a job reference with the
     /// current spec and connection); it is not followed until it can be. `Stalled`.
     pub const JOB_UNADDRESSABLE: &str = "JobUnaddressable";
+
+    /// A brand-new object took the run of an earlier object with the same fingerprint (it was
+    /// deleted and re-created) from its run record instead of running again.
+    pub const ADOPTED_EARLIER_RUN: &str = "AdoptedEarlierRun";
+    /// A job in `spec.dependsOn` has not succeeded yet, or has a run pending.
+    pub const WAITING_FOR_DEPENDENCY: &str = "WaitingForDependency";
+    /// A job in `spec.dependsOn` does not exist.
+    pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
+    /// A job in `spec.dependsOn` failed, was cancelled or is `Unknown`. `Stalled`; the run
+    /// starts by itself once it succeeds.
+    pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
 
     /// Reasons of a run whose create was not made and is tried again.
     pub fn is_deferral(reason: &str) -> bool {
@@ -112,13 +124,15 @@ pub struct Trigger {
 }
 
 /// Spec fields that steer runs but do not define the job: changing them starts no run.
-const CONTROL_FIELDS: [&str; 6] = [
+const CONTROL_FIELDS: [&str; 8] = [
     "suspend",
     "cancel",
     "activeDeadlineSeconds",
     "retry",
     "deletionPolicy",
     "rerunToken",
+    "dependsOn",
+    "recreatePolicy",
 ];
 
 /// A stable hash of the job-defining part of a spec (FNV-1a over canonical JSON: object keys
@@ -130,7 +144,28 @@ pub fn spec_hash(spec: &Value) -> String {
             obj.remove(f);
         }
     }
-    let text = v.to_string();
+    fnv(&v.to_string())
+}
+
+/// The fingerprint of a run: what git says about it (kind, namespace, name, job-defining spec
+/// and `rerunToken`), not the object's uid. A re-created object with the same YAML has the
+/// same fingerprint.
+pub fn fingerprint(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    spec_hash: &str,
+    token: Option<&str>,
+) -> String {
+    // Length-prefixed, so no two tuples give the same text.
+    let mut text = String::new();
+    for part in [kind, ns, name, spec_hash, token.unwrap_or("\u{0}none")] {
+        text.push_str(&format!("{}:{part};", part.len()));
+    }
+    fnv(&text)
+}
+
+fn fnv(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
@@ -270,7 +305,9 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         if !o.has_finalizer {
             return Decision::Idle { requeue: None };
         }
-        if let Some(r) = run.filter(|r| in_flight(r)) {
+        // `Orphan`: the finalizer is let go once the run is on record (a create still unclear
+        // is recorded as unknown, so that a re-created object does not run it again).
+        if let Some(r) = run.filter(|r| cancel_policy && in_flight(r)) {
             if r.job_id.is_some() && r.cancel_requested_at.is_none() && r.phase != Phase::Unknown {
                 return Decision::CancelForDeletion;
             }
@@ -294,11 +331,9 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         }
         return Decision::RemoveFinalizer { warning: None };
     }
-    if cancel_policy && !o.has_finalizer {
+    // Every object carries the finalizer: its runs are recorded before it goes.
+    if !o.has_finalizer {
         return Decision::AddFinalizer;
-    }
-    if !cancel_policy && o.has_finalizer {
-        return Decision::RemoveFinalizer { warning: None };
     }
 
     if let Some(r) = run.filter(|r| in_flight(r)) {

@@ -47,6 +47,7 @@ pub fn conditions(
         reason::CONNECTION_UNREACHABLE,
         reason::SUBMIT_BLOCKED,
         reason::JOB_UNADDRESSABLE,
+        reason::DEPENDENCY_FAILED,
     ]
     .contains(&why);
     match phase {

@@ -60,7 +60,7 @@ impl World {
             generation: 1,
             invalid: None,
             deleting: false,
-            finalizer: false,
+            finalizer: true,
             adopt: None,
             confirm: None,
             two_phase: false,
@@ -356,17 +356,34 @@ fn adopt_job_id_is_followed_once() {
 
 #[test]
 fn deletion_cancels_only_with_the_cancel_policy() {
+    // Every object carries the finalizer, whatever its policy: its runs are recorded before it
+    // goes.
+    for policy in [None, Some(crate::api::common::DeletionPolicy::Cancel)] {
+        let mut w = World::new(None);
+        w.common.deletion_policy = policy;
+        w.finalizer = false;
+        assert_eq!(w.decide(), Decision::AddFinalizer, "{policy:?}");
+    }
+    // Orphan: let go at once, whatever the run (the act step writes its record first), even
+    // a create still unclear.
+    for r in [
+        run(Phase::Running, Some("10")),
+        run(Phase::Submitting, None),
+        run(Phase::Unknown, None),
+    ] {
+        let mut w = World::new(Some(r));
+        w.deleting = true;
+        assert_eq!(w.decide(), Decision::RemoveFinalizer { warning: None });
+    }
     let mut w = World::new(Some(run(Phase::Running, Some("10"))));
     w.common.deletion_policy = Some(crate::api::common::DeletionPolicy::Cancel);
-    assert_eq!(w.decide(), Decision::AddFinalizer);
-    w.finalizer = true;
     w.deleting = true;
     assert_eq!(w.decide(), Decision::CancelForDeletion);
     w.status.run.as_mut().unwrap().cancel_requested_at = Some(now());
     assert_eq!(w.decide(), Decision::RemoveFinalizer { warning: None });
     // An unclear create: found first (then cancelled), or a person says what it was.
     let mut w = World::new(Some(run(Phase::Submitting, None)));
-    w.finalizer = true;
+    w.common.deletion_policy = Some(crate::api::common::DeletionPolicy::Cancel);
     w.deleting = true;
     assert_eq!(w.decide(), Decision::Resolve);
     w.status.run.as_mut().unwrap().phase = Phase::Unknown;
@@ -388,6 +405,7 @@ fn deletion_cancels_only_with_the_cancel_policy() {
     assert_eq!(w.decide(), Decision::RemoveFinalizer { warning: None });
     let mut w = World::new(None);
     w.deleting = true;
+    w.finalizer = false;
     assert_eq!(
         w.decide(),
         Decision::Idle { requeue: None },

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bkops::api::JobStatus;
-use bkops::api::common::ConnectionRef;
+use bkops::api::common::{ConnectionRef, Dependency};
+use bkops::api::{BkRun, JobStatus};
 use bkops::bk::facade::{
     CancelOutcome, Candidate, CreateRequest, JobPhase, JobRef, Progress, SearchQuery, SearchTarget,
     Searched, Submitted, Summary, Unsupported,
@@ -77,6 +77,8 @@ pub struct World {
     pub not_sent: u64,
     /// Runs (namespace, key) that adopted the job of an object deleted since.
     pub orphans_adopted: std::collections::BTreeSet<(String, String)>,
+    /// Run records by namespace and name.
+    pub records: BTreeMap<(String, String), BkRun>,
 }
 
 impl World {
@@ -100,6 +102,7 @@ impl World {
             events: 0,
             not_sent: 0,
             orphans_adopted: Default::default(),
+            records: BTreeMap::new(),
         }
     }
 
@@ -468,6 +471,56 @@ impl ObjectStore for SimStore {
 
     fn event<K: JobKind>(&self, _obj: &K, _severity: Severity, _reason: &str, _note: &str) {
         lock(&self.world).events += 1;
+    }
+
+    async fn put_record(&self, ns: &str, record: &BkRun) -> Result<bool, StoreError> {
+        point(&self.world, "store.record.sent").await;
+        let result = {
+            let mut w = lock(&self.world);
+            if w.fault(50) {
+                Err(StoreError::Other("the API server timed out".into()))
+            } else {
+                let name = record.metadata.name.clone().unwrap_or_default();
+                match w.records.get_mut(&(ns.to_owned(), name.clone())) {
+                    Some(old) => {
+                        let uid = old.spec.job_uid.clone();
+                        *old = record.clone();
+                        old.spec.job_uid = uid;
+                        Ok(false)
+                    }
+                    None => {
+                        w.records.insert((ns.to_owned(), name), record.clone());
+                        Ok(true)
+                    }
+                }
+            }
+        };
+        point(&self.world, "store.record.answered").await;
+        result
+    }
+
+    async fn records(&self, ns: &str, fingerprint: &str) -> Result<Vec<BkRun>, StoreError> {
+        point(&self.world, "store.records").await;
+        let mut w = lock(&self.world);
+        if w.fault(30) {
+            return Err(StoreError::Other("the API server timed out".into()));
+        }
+        Ok(w.records
+            .iter()
+            .filter(|((n, _), r)| n == ns && r.spec.fingerprint == fingerprint)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn dependency(
+        &self,
+        _ns: &str,
+        _dep: &Dependency,
+    ) -> Result<Option<bkops::run::deps::DependencyView>, StoreError> {
+        // The simulated objects depend on nothing.
+        Err(StoreError::Other(
+            "no dependencies in the simulation".into(),
+        ))
     }
 
     fn claimed_jobs(&self, _kind: &'static str, uid: &str) -> HashMap<String, String> {

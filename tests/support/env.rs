@@ -149,6 +149,7 @@ impl Env {
             leader_election: None,
             metrics_addr: None,
             identity: bkops::controller::default_identity(),
+            run_retention: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! The finalizer: added before anything is sent, removed once a deleted object's job is
-//! cancelled (`deletionPolicy: Cancel`) or left to run.
+//! The finalizer: added before anything is sent, removed once a deleted object's run is on
+//! record and its job cancelled (`deletionPolicy: Cancel`) or left to run.
 
 use std::time::Duration;
 
@@ -15,6 +15,14 @@ const DELETE_CANCEL_BUDGET: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
 
 impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
     pub(super) async fn set_finalizer(&self, present: bool) -> Result<Next, Error> {
+        // Before a deleted object goes, its run record must be there: a re-created object finds
+        // its run by it instead of running the job again.
+        if !present
+            && let Some(run) = self.status().run
+            && !self.keep_record(&run).await
+        {
+            return Ok(Next::Requeue(Duration::from_secs(5)));
+        }
         let mut finalizers: Vec<String> = self
             .obj
             .meta()

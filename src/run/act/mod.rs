@@ -10,7 +10,9 @@ mod cancel;
 mod connection_error;
 mod finalize;
 mod follow;
+mod gate;
 mod record;
+mod records;
 pub mod seams;
 mod search;
 mod start;
@@ -33,6 +35,7 @@ use crate::run::{Decision, JobKind, Observed, Trigger, decide, spec_hash};
 
 pub use connection_error::ConnectionError;
 pub use follow::{poll_interval, progress_write_due};
+pub use records::{adopted_run, gitops_source, needs_record, newest, record_name};
 pub use seams::{
     Clock, Connection, Connections, Counters, JobSystem, NoCounters, ObjectStore, Severity,
     StoreError, SystemClock,
@@ -82,6 +85,8 @@ pub struct Lifecycle<S, C> {
     /// Jobs this process adopted after a search, by kind and job id: the object's uid. Closes the
     /// window before the adopting object's status shows the job in the cache.
     adopted: std::sync::Mutex<HashMap<(&'static str, String), String>>,
+    /// The run records this process wrote, and those whose write failed.
+    records: std::sync::Mutex<records::RecordBook>,
 }
 
 impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
@@ -101,6 +106,7 @@ impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
             clock,
             timings: tokio::sync::Mutex::new(Timings::default()),
             adopted: std::sync::Mutex::new(HashMap::new()),
+            records: std::sync::Mutex::new(records::RecordBook::default()),
         }
     }
 
@@ -270,6 +276,16 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
 
     /// Decides and acts.
     pub async fn run(self) -> Result<Next, Error> {
+        // A run record whose write failed earlier is written first; it never holds the run up.
+        let record_pending = !self.retry_record().await;
+        let next = self.decide_and_act().await?;
+        Ok(match next {
+            Next::AwaitChange if record_pending => Next::Requeue(Duration::from_secs(10)),
+            next => next,
+        })
+    }
+
+    async fn decide_and_act(&self) -> Result<Next, Error> {
         let status = self.status();
         let mut decision = self.observe(&self.obj, &status);
         if decision == Decision::Start && self.started_here(&status).await {

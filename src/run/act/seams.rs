@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::common::ConnectionRef;
+use crate::api::BkRun;
+use crate::api::common::{ConnectionRef, Dependency};
 use crate::bk::BkError;
 use crate::bk::facade::{
     CancelOutcome, CreateRequest, JobRef, Progress, SearchQuery, Searched, Submitted, Unsupported,
@@ -131,6 +132,25 @@ pub trait ObjectStore: Send + Sync {
     /// The job ids that objects of `kind` other than `uid` follow or followed, as the caches
     /// show them, each with who (`namespace/name`).
     fn claimed_jobs(&self, kind: &'static str, uid: &str) -> HashMap<String, String>;
+    /// Writes a run record: creates it, or updates it when it exists (then its `jobUid`, the
+    /// object that made the run, is kept). `true` when it was created.
+    fn put_record(
+        &self,
+        ns: &str,
+        record: &BkRun,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The run records in `ns` labelled with `fingerprint`, read now (not from a cache).
+    fn records(
+        &self,
+        ns: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<Vec<BkRun>, StoreError>> + Send;
+    /// What a job that others depend on shows now: `None` when it does not exist.
+    fn dependency(
+        &self,
+        ns: &str,
+        dep: &Dependency,
+    ) -> impl Future<Output = Result<Option<crate::run::deps::DependencyView>, StoreError>> + Send;
 }
 
 /// Time as the lifecycle sees it.
@@ -184,6 +204,8 @@ pub trait Counters: Send + Sync {
     fn phase(&self, kind: &'static str, phase: &'static str);
     /// A create's outcome (`submitted`, `transient`, `ambiguous`, `found`, ...).
     fn submission(&self, kind: &'static str, outcome: &'static str);
+    /// A run record write (`create`, `update`, `failed`).
+    fn record_write(&self, kind: &'static str, outcome: &'static str);
     /// A BlueKing call, its outcome and how long it took.
     fn bk_call(
         &self,
@@ -202,5 +224,6 @@ impl Counters for NoCounters {
     fn status_write(&self, _: &'static str, _: &'static str) {}
     fn phase(&self, _: &'static str, _: &'static str) {}
     fn submission(&self, _: &'static str, _: &'static str) {}
+    fn record_write(&self, _: &'static str, _: &'static str) {}
     fn bk_call(&self, _: &'static str, _: &'static str, _: &'static str, _: Duration) {}
 }

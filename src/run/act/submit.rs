@@ -140,6 +140,19 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         retries: u32,
         adopt: Option<String>,
     ) -> Result<Next, Error> {
+        if adopt.is_none() {
+            // A brand-new object that ran before (deleted and re-created) takes that run.
+            if let Some(next) = self.guard(&status).await? {
+                return Ok(next);
+            }
+            // A create retried after it could not be made is the same run: its gate was open.
+            let retried = status.run.as_ref().is_some_and(|r| {
+                r.phase == Phase::Pending && r.reason.as_deref().is_some_and(reason::is_deferral)
+            });
+            if !retried && let Some(next) = self.wait_for_dependencies(&status).await? {
+                return Ok(next);
+            }
+        }
         let key = run_key(&self.uid, self.generation, attempt);
         // A create reads its connection now: a deleted connection or a changed Secret counts
         // from the next create on.

@@ -187,6 +187,9 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             "change"
         };
         self.life.counters.status_write(self.kind, why);
+        if let Some(run) = &new.run {
+            self.keep_record(run).await;
+        }
         if let Some(phase) = new.phase
             && old.phase != new.phase
         {
@@ -230,7 +233,13 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 },
             };
             match attempt {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // Landed, or kept in history under another process's newer run.
+                    if let Some(run) = &new.run {
+                        self.keep_record(run).await;
+                    }
+                    return Ok(());
+                }
                 // The object is gone: there is nothing left to write the record to.
                 Err(e @ Error::Store(StoreError::NotFound)) => return Err(e),
                 Err(e) if self.life.clock.elapsed().saturating_sub(started) < ID_WRITE_BUDGET => {
