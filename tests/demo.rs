@@ -40,7 +40,7 @@ fn demo_runs_every_example_to_a_final_phase_matching_the_simulator() {
     let rows: Vec<&str> = summary.lines().filter(|l| l.ends_with("matches")).collect();
     assert_eq!(
         rows.len(),
-        8,
+        11,
         "one matching line per example job:\n{summary}"
     );
     // The simulator's twists show: one run fails with a failed target, one waited for a person.
@@ -59,7 +59,7 @@ fn demo_runs_every_example_to_a_final_phase_matching_the_simulator() {
         "the table showed a run waiting for a person"
     );
     assert!(
-        summary.contains("GSEKit 2/2, BKFlow 2/2, NodeMan 2/2, JOB 2/2"),
+        summary.contains("GSEKit 5/5, BKFlow 2/2, NodeMan 2/2, JOB 2/2"),
         "{summary}"
     );
 }

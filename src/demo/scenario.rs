@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn loads_the_repository_examples_without_connections() {
         let (jobs, skipped) = load_examples(&repo_examples()).unwrap();
-        assert_eq!(jobs.len(), 8);
+        assert_eq!(jobs.len(), 11);
         assert_eq!(skipped.len(), 4, "{skipped:?}");
         assert!(
             skipped
@@ -211,7 +211,8 @@ mod tests {
                 .all(|s| s.contains("Secret") || s.contains("BkConnection"))
         );
         for system in System::ALL {
-            assert_eq!(jobs.iter().filter(|j| j.system == system).count(), 2);
+            let want = if system == System::Gsekit { 5 } else { 2 };
+            assert_eq!(jobs.iter().filter(|j| j.system == system).count(), want);
         }
         let twists = choose_twists(&jobs);
         assert_eq!(twists.len(), 2);
