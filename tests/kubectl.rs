@@ -208,6 +208,72 @@ async fn get_describe_rerun_suspend_resume_and_cancel_work_on_a_job() {
 }
 
 #[tokio::test]
+async fn runs_lists_the_records_that_outlive_a_deleted_job() {
+    let env = Env::start("kubectl-runs").await;
+    let plugin = Plugin::new(env.ns.name()).await;
+    let (ok, _, err) = plugin.run(&["runs"]);
+    assert!(ok && err.contains("No run records in namespace"), "{err}");
+    env.apply(PROCESS_JOB).await;
+    let done = env
+        .wait_phase::<ProcessJob>("restart", Phase::Succeeded)
+        .await;
+    let job = run_of(&done).job_id.expect("a job id");
+    let key = run_of(&done).key;
+    // The record ends with the run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = plugin.ok(&["runs"]);
+        if out.contains("Succeeded") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        out.starts_with("JOB")
+            && row.starts_with("processjob/restart")
+            && row.contains(&key)
+            && row.contains("Succeeded")
+            && row.contains(&job),
+        "{out}"
+    );
+    let out = plugin.ok(&["describe", "processjob/restart"]);
+    assert!(out.contains("Records:") && out.contains(&key), "{out}");
+
+    // Deleted: the record stays, in this namespace and in all.
+    env.api::<ProcessJob>()
+        .delete("restart", &Default::default())
+        .await
+        .expect("delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env
+        .api::<ProcessJob>()
+        .get_opt("restart")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(std::time::Instant::now() < deadline, "never let go");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = plugin.ok(&["runs", "processjob/restart"]);
+    assert!(out.contains(&key) && out.contains(&job), "{out}");
+    let out = plugin.ok(&["runs", "-A"]);
+    assert!(
+        out.starts_with("NAMESPACE") && out.contains(env.ns.name()) && out.contains(&key),
+        "{out}"
+    );
+    let (ok, _, err) = plugin.run(&["runs", "taskflow/restart"]);
+    assert!(
+        ok && err.contains("No run records of taskflow/restart"),
+        "{err}"
+    );
+    let (ok, _, err) = plugin.run(&["runs", "pods/x"]);
+    assert!(!ok && err.contains("not a bkops job kind"), "{err}");
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn resolve_settles_only_an_unknown_run_and_not_submitted_makes_one_more_create() {
     let env = Env::start("kubectl-resolve").await;
     env.short_create_timeout().await;

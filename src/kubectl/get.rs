@@ -97,7 +97,13 @@ fn table(lines: &[Line], all: bool, now: DateTime<Utc>) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    align(rows)
+}
+
+/// Rows as columns padded to their widest cell, three spaces apart.
+pub(crate) fn align(rows: Vec<Vec<String>>) -> String {
+    let columns = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -160,7 +166,7 @@ pub(crate) async fn get(scope: &Scope, kind: Option<&str>, watch: bool) -> anyho
     }
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
+pub(crate) fn time(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
 }
 
@@ -236,6 +242,7 @@ pub(crate) async fn describe(scope: &Scope, target: &Target) -> anyhow::Result<(
             ));
         }
     }
+    out.push_str(&super::runs::records_of(scope, target).await);
     out.push_str(&events(scope, target).await);
     crate::out!("{out}")?;
     Ok(())

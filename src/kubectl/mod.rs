@@ -4,6 +4,7 @@
 
 mod act;
 mod get;
+mod runs;
 
 use clap::{Parser, Subcommand};
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -24,7 +25,7 @@ pub struct KubectlCli {
     /// The namespace (default: the kubeconfig context's).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
-    /// Every namespace (get).
+    /// Every namespace (get, runs).
     #[arg(short = 'A', long = "all-namespaces", global = true)]
     pub all_namespaces: bool,
     /// What to do.
@@ -81,6 +82,12 @@ pub enum KubectlCommand {
         #[arg(long)]
         not_submitted: bool,
     },
+    /// List run records (BkRun): every run that reached BlueKing, kept after its job object is
+    /// deleted (newest first); of one job with KIND/NAME.
+    Runs {
+        /// Only the records of this job (KIND/NAME).
+        target: Option<String>,
+    },
 }
 
 /// Whether the binary was called as the kubectl plugin.
@@ -127,6 +134,10 @@ pub async fn run(cli: KubectlCli) -> anyhow::Result<()> {
             adopt,
             not_submitted: _,
         } => act::resolve(&scope, &Target::parse(&target)?, adopt.as_deref()).await,
+        KubectlCommand::Runs { target } => {
+            let target = target.as_deref().map(Target::parse).transpose()?;
+            runs::runs(&scope, target.as_ref()).await
+        }
     }
 }
 
