@@ -12,7 +12,7 @@ use kube::runtime::reflector;
 use super::cached::CachedObject;
 use super::events::Events;
 use crate::api::common::{Dependency, DependencyKind, FIELD_MANAGER};
-use crate::api::run_record::FINGERPRINT_LABEL;
+use crate::api::run_record::{FINGERPRINT_LABEL, JOB_KIND_LABEL};
 use crate::api::{AgentJob, BkRun, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
 use crate::run::act::{ObjectStore, Severity, StoreError};
@@ -223,6 +223,20 @@ impl ObjectStore for KubeStore {
         let params =
             kube::api::ListParams::default().labels(&format!("{FINGERPRINT_LABEL}={fingerprint}"));
         Ok(api.list(&params).await.map_err(store_error)?.items)
+    }
+
+    async fn records_of_kind(&self, kind: &'static str) -> Result<Vec<BkRun>, StoreError> {
+        let params = kube::api::ListParams::default().labels(&format!("{JOB_KIND_LABEL}={kind}"));
+        if self.namespaces.is_empty() {
+            let all: Api<BkRun> = Api::all(self.client.clone());
+            return Ok(all.list(&params).await.map_err(store_error)?.items);
+        }
+        let mut items = Vec::new();
+        for ns in &self.namespaces {
+            let api: Api<BkRun> = Api::namespaced(self.client.clone(), ns);
+            items.extend(api.list(&params).await.map_err(store_error)?.items);
+        }
+        Ok(items)
     }
 
     async fn dependency(

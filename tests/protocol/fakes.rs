@@ -512,6 +512,19 @@ impl ObjectStore for SimStore {
             .collect())
     }
 
+    async fn records_of_kind(&self, kind: &'static str) -> Result<Vec<BkRun>, StoreError> {
+        point(&self.world, "store.records").await;
+        let mut w = lock(&self.world);
+        if w.fault(30) {
+            return Err(StoreError::Other("the API server timed out".into()));
+        }
+        Ok(w.records
+            .values()
+            .filter(|r| r.spec.job_kind == kind)
+            .cloned()
+            .collect())
+    }
+
     async fn dependency(
         &self,
         _ns: &str,

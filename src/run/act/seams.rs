@@ -145,6 +145,11 @@ pub trait ObjectStore: Send + Sync {
         ns: &str,
         fingerprint: &str,
     ) -> impl Future<Output = Result<Vec<BkRun>, StoreError>> + Send;
+    /// The run records of jobs of `kind` in every namespace the operator watches, read now.
+    fn records_of_kind(
+        &self,
+        kind: &'static str,
+    ) -> impl Future<Output = Result<Vec<BkRun>, StoreError>> + Send;
     /// What a job that others depend on shows now: `None` when it does not exist.
     fn dependency(
         &self,

@@ -8,8 +8,8 @@ use tracing::{debug, info, warn};
 
 use super::record::Record;
 use super::{Connections, Error, JobSystem, Next, ObjectStore, Reconciler, Severity};
-use crate::api::JobStatus;
 use crate::api::common::{ADOPT_ANNOTATION, CONFIRM_NOT_SUBMITTED_ANNOTATION, Phase, RunStatus};
+use crate::api::{BkRun, JobStatus};
 use crate::bk::facade::{Candidate, SearchQuery, SearchTarget};
 use crate::run::resolve::{self, Found, Resolution};
 use crate::run::status::render;
@@ -120,6 +120,45 @@ impl Alike<'_> {
     }
 }
 
+impl Alike<'_> {
+    /// Adds the jobs of run records other than run `own` to `claimed`, and names a record whose
+    /// create's outcome is unknown with its intent in the window (its content is not on record:
+    /// it may have made the candidate).
+    fn check_records(
+        &self,
+        records: &[BkRun],
+        own: &str,
+        claimed: &mut HashMap<String, String>,
+    ) -> Option<String> {
+        let mut contested = None;
+        for r in records.iter().filter(|r| r.spec.run_key != own) {
+            let name = r.metadata.name.clone().unwrap_or_default();
+            match &r.spec.job_id {
+                Some(id) => {
+                    claimed
+                        .entry(id.clone())
+                        .or_insert_with(|| format!("run record {name}"));
+                }
+                None => {
+                    let near = r.spec.intent_at.is_some_and(|t| {
+                        (t - self.intent_at)
+                            .abs()
+                            .to_std()
+                            .is_ok_and(|d| d <= self.window)
+                    });
+                    if near && contested.is_none() {
+                        contested = Some(format!(
+                            "run record {name} (run {}, outcome unknown)",
+                            r.spec.run_key
+                        ));
+                    }
+                }
+            }
+        }
+        contested
+    }
+}
+
 impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
     /// Searches for the job of a run whose create had no clear answer.
     pub(super) async fn resolve(&self, status: JobStatus) -> Result<Next, Error> {
@@ -223,6 +262,17 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 window: grace + Duration::from_secs(60),
             };
             contested = alike.check(&others, &mut claimed);
+            // Runs on record (also of objects deleted since) claim their jobs too, and one whose
+            // outcome is unknown may have made the candidate.
+            let records = match self.life.store.records_of_kind(K::NAME).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "listing the run records failed");
+                    return Ok(Next::Requeue(Duration::from_secs(5)));
+                }
+            };
+            let on_record = alike.check_records(&records, &run.key, &mut claimed);
+            contested = contested.or(on_record);
             weighed = found(&searched.candidates, &earlier, &claimed);
             outcome = decide(&weighed, contested.is_some());
         }
