@@ -62,4 +62,24 @@ fn demo_runs_every_example_to_a_final_phase_matching_the_simulator() {
         summary.contains("GSEKit 5/5, BKFlow 2/2, NodeMan 2/2, JOB 2/2"),
         "{summary}"
     );
+    // The last act: every job re-created from the same YAML adopts its run, with no create (the
+    // counts above are taken after it), and every run is on record.
+    assert!(
+        stdout.contains("11 of 11 re-created jobs adopted their earlier run from its record"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Run records (kubectl get bkruns -n "),
+        "{stdout}"
+    );
+    let records = stdout
+        .split("Run records (kubectl get bkruns")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with(|c: char| c.is_ascii_lowercase()) && l.contains("-g1-a")
+        })
+        .count();
+    assert_eq!(records, 11, "one record per run of the demo:\n{stdout}");
 }

@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// terminal).
     #[arg(long)]
     pub no_color: bool,
+    /// Skip the last act: deleting every job and applying it again, to show that each adopts its
+    /// earlier run from its run record instead of running again.
+    #[arg(long)]
+    pub no_recreate: bool,
     /// Folder of the control plane kept by `--keep`; default `~/.cache/bkops/demo` (or
     /// `$BKOPS_CACHE_DIR/demo`). Emptied at the start of every `--keep` demo.
     #[arg(long, requires = "keep")]

@@ -7,7 +7,8 @@
 //! is told to make it interesting: one job gets failed targets, one waits for a person (the demo
 //! approves it a few seconds later). A live table follows the resources until every run has
 //! ended; then each resource's final phase is checked against what the simulator did with its
-//! job, and the create calls are counted (exactly one per resource).
+//! job, and the create calls are counted (exactly one per resource). Last, every job is deleted
+//! and applied again: each adopts its earlier run from its record, with no new create.
 //!
 //! The helpers that set up such a world ([`documents`], [`apply_yaml`], [`connections_yaml`])
 //! are shared with the tests.
@@ -16,6 +17,7 @@ mod args;
 mod finish;
 mod manifests;
 mod play;
+mod recreate;
 mod scenario;
 mod start;
 mod summary;

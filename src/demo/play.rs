@@ -68,6 +68,9 @@ impl Demo {
             .or(tty.then_some(120));
         let mut live = Live::new(Layout::new(&rows, color, columns), tty);
         let checked = self.follow(&client, jobs, &mut live).await?;
+        if !self.args.no_recreate {
+            self.recreate(&client, jobs).await?;
+        }
         self.summarize(&checked, color).await
     }
 
