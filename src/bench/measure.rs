@@ -371,6 +371,8 @@ pub(super) async fn run_one(
     }
     report.status_writes_by_reason =
         per_job_by_outcome(&samples(&op_metrics, "bkops_status_writes_total"));
+    report.record_writes_per_job =
+        per_job_by_outcome(&samples(&op_metrics, "bkops_run_record_writes_total"));
     report.events_per_job = per_job_by_outcome(&samples(&op_metrics, "bkops_events_total"));
     for lane in LANES {
         let only = [("lane", lane)];

@@ -162,6 +162,12 @@ pub(super) fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         &|r| &r.status_writes_by_reason,
         &|why| format!("… of which {why}"),
     );
+    per_job_rows(
+        &mut s,
+        &["create", "update", "failed"],
+        &|r| &r.record_writes_per_job,
+        &|outcome| format!("run record writes per job: {outcome}"),
+    );
     // Three per job in the end (one per phase change); all outcomes shown, `dropped` above all.
     per_job_rows(
         &mut s,

@@ -70,6 +70,8 @@ pub struct RunReport {
     pub status_writes_per_job: f64,
     /// Status writes per job by the operator's reason (intent, change, progress).
     pub status_writes_by_reason: BTreeMap<String, f64>,
+    /// Run record (`BkRun`) writes per job by outcome (create, update, failed).
+    pub record_writes_per_job: BTreeMap<String, f64>,
     /// The operator's Events per job by outcome (published, failed, dropped) when the last
     /// object was final: the rest were still queued.
     pub events_per_job: BTreeMap<String, f64>,

@@ -15,6 +15,8 @@ pub const MAX_STATUS_WRITES: f64 = 3.0;
 pub const PROGRESS_INTERVAL_SECS: f64 = 10.0;
 /// BlueKing creates per run allowed.
 pub const MAX_CREATES: f64 = 1.0;
+/// Run record writes per run: created with the job id, updated at the end.
+pub const MAX_RECORD_WRITES: f64 = 2.0;
 /// The N at which the create → submit latency target applies, and the bound on its p99 (seconds),
 /// measured from the object's creation (the create call's answer).
 pub const SUBMIT_TARGET: (usize, f64) = (1000, 2.0);
@@ -103,6 +105,18 @@ pub fn verdicts(args: &BenchArgs, reports: &[RunReport]) -> Vec<Verdict> {
         measured: per_n(reports, |r| format!("{:.2}", Num(writes(r, "progress")))),
         bound: format!("≤ {:.1}", Num(progress_bound)),
         met: all(reports, |r| writes(r, "progress") <= progress_bound + 0.005),
+    });
+    let records = |r: &RunReport| {
+        ["create", "update", "failed"]
+            .iter()
+            .map(|o| r.record_writes_per_job.get(*o).copied().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    out.push(Verdict {
+        target: "run record writes per run (create with the job id + update at the end)".into(),
+        measured: per_n(reports, |r| format!("{:.2}", Num(records(r)))),
+        bound: format!("≤ {MAX_RECORD_WRITES}"),
+        met: all(reports, |r| records(r) <= MAX_RECORD_WRITES + 0.005),
     });
     out.push(Verdict {
         target: "BlueKing creates per run".into(),
@@ -239,6 +253,10 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            record_writes_per_job: [("create", 1.0), ("update", 1.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             creates_per_run: 1.0,
             peak_calls_per_sec: 700.0,
             bkflow_batch_calls_per_sec: 12.0,
@@ -264,7 +282,7 @@ mod tests {
     #[test]
     fn every_target_met_when_every_figure_is_within_its_bound() {
         let v = verdicts(&args(), &[good(100), good(1000), good(5000)]);
-        assert_eq!(v.len(), 8);
+        assert_eq!(v.len(), 9);
         assert!(v.iter().all(|v| v.met == Some(true)), "{v:#?}");
     }
 
@@ -283,6 +301,12 @@ mod tests {
                 "… plus progress",
                 Box::new(|r| {
                     r.status_writes_by_reason.insert("progress".into(), 3.0);
+                }),
+            ),
+            (
+                "run record writes",
+                Box::new(|r| {
+                    r.record_writes_per_job.insert("failed".into(), 0.1);
                 }),
             ),
             ("BlueKing creates", Box::new(|r| r.creates_per_run = 1.02)),
