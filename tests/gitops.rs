@@ -591,3 +591,77 @@ async fn a_dependency_change_wakes_its_dependent() {
     );
     env.stop().await;
 }
+
+/// Retention, on the real API server: only finished records past the retention go; records of
+/// runs in flight or of unknown outcome stay whatever their age.
+#[tokio::test]
+async fn retention_deletes_only_finished_records_past_their_time() {
+    let env = Env::with(
+        "gitops-retention",
+        EnvOptions {
+            operator: false,
+            ..EnvOptions::default()
+        },
+    )
+    .await;
+    let api: Api<BkRun> = Api::namespaced(env.ns.client(), env.ns.name());
+    let now = chrono::Utc::now();
+    let days_ago = |d: i64| Some(now - chrono::TimeDelta::days(d));
+    let cases = [
+        (
+            "old-succeeded",
+            Phase::Succeeded,
+            Some("1"),
+            days_ago(100),
+            false,
+        ),
+        ("old-failed", Phase::Failed, Some("2"), days_ago(91), false),
+        (
+            "recent-succeeded",
+            Phase::Succeeded,
+            Some("3"),
+            days_ago(10),
+            true,
+        ),
+        ("old-running", Phase::Running, Some("4"), None, true),
+        ("old-unknown", Phase::Unknown, None, days_ago(400), true),
+    ];
+    for (name, phase, job, ended, _) in &cases {
+        let record = BkRun::new(
+            name,
+            bkops::api::BkRunSpec {
+                job_kind: "ProcessJob".into(),
+                job_name: (*name).into(),
+                run_key: format!("{name}-g1-a1"),
+                fingerprint: "0".repeat(16),
+                generation: 1,
+                spec_hash: "h".into(),
+                system: "gsekit".into(),
+                phase: *phase,
+                job_id: job.map(str::to_owned),
+                intent_at: days_ago(400),
+                completion_time: *ended,
+                ..Default::default()
+            },
+        );
+        api.create(&Default::default(), &record)
+            .await
+            .expect("create");
+    }
+    let deleted = bkops::controller::retention::sweep(
+        &env.ns.client(),
+        &[env.ns.name().to_owned()],
+        Duration::from_secs(90 * 86_400),
+    )
+    .await
+    .expect("sweep");
+    assert_eq!(deleted, 2);
+    for (name, _, _, _, kept) in cases {
+        assert_eq!(
+            api.get_opt(name).await.expect("get").is_some(),
+            kept,
+            "{name}"
+        );
+    }
+    env.stop().await;
+}
