@@ -331,8 +331,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         }
         return Decision::RemoveFinalizer { warning: None };
     }
-    // Every object carries the finalizer: its runs are recorded before it goes.
-    if !o.has_finalizer {
+    // An object with a run in flight, or about to start one (below), carries the finalizer: its
+    // run is on record before it goes. A finished object that never runs again (e.g. from before
+    // run records) is left as it is: no write for it.
+    if !o.has_finalizer && (cancel_policy || run.is_some_and(in_flight)) {
         return Decision::AddFinalizer;
     }
 
@@ -402,6 +404,9 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 message: "spec.cancel is true; no new run starts".to_owned(),
             };
         }
+        if !o.has_finalizer {
+            return Decision::AddFinalizer;
+        }
         if let Some(r) = deferred {
             let at = shifted(r.intent_at.unwrap_or(o.now), SUBMIT_DEFER.as_secs() as i64)
                 .unwrap_or(o.now);
@@ -459,6 +464,9 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 return Decision::Idle {
                     requeue: Some(to_std(at - o.now)),
                 };
+            }
+            if !o.has_finalizer {
+                return Decision::AddFinalizer;
             }
             return Decision::Submit {
                 attempt: r.attempt + 1,

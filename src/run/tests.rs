@@ -356,14 +356,27 @@ fn adopt_job_id_is_followed_once() {
 
 #[test]
 fn deletion_cancels_only_with_the_cancel_policy() {
-    // Every object carries the finalizer, whatever its policy: its runs are recorded before it
-    // goes.
+    // Before a new run, whatever its policy, an object gets the finalizer: its runs are recorded
+    // before it goes. So does one with a run in flight (e.g. from before run records).
     for policy in [None, Some(crate::api::common::DeletionPolicy::Cancel)] {
         let mut w = World::new(None);
         w.common.deletion_policy = policy;
         w.finalizer = false;
         assert_eq!(w.decide(), Decision::AddFinalizer, "{policy:?}");
     }
+    let mut w = World::new(Some(run(Phase::Running, Some("10"))));
+    w.finalizer = false;
+    assert_eq!(w.decide(), Decision::AddFinalizer);
+    // A finished object with nothing to run is left alone: no write (thousands of old objects
+    // after an upgrade).
+    let mut w = World::new(Some(run(Phase::Succeeded, Some("10"))));
+    w.finalizer = false;
+    assert_eq!(w.decide(), Decision::Idle { requeue: None });
+    // An invalid spec starts nothing: no finalizer needed to report it.
+    let mut w = World::new(None);
+    w.finalizer = false;
+    w.invalid = Some("bad".into());
+    assert!(matches!(w.decide(), Decision::Report { .. }));
     // Orphan: let go at once, whatever the run (the act step writes its record first), even
     // a create still unclear.
     for r in [
