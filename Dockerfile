@@ -22,10 +22,13 @@ RUN mkdir src \
 # 2. The crate.
 COPY src ./src
 RUN cargo build --release --locked --bin bkops \
-    && install -D -m 0755 target/release/bkops /out/bkops
+    && install -D -m 0755 target/release/bkops /out/bkops \
+    && ln -s bkops /out/kubectl-bkops
 
+# /kubectl-bkops is the same binary under the kubectl plugin's name (a link: the binary reads its
+# name): `docker run --rm --entrypoint /kubectl-bkops -v ~/.kube:/home/nonroot/.kube:ro IMAGE get -A`.
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /out/bkops /bkops
+COPY --from=builder /out/ /
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/bkops"]
