@@ -257,7 +257,15 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             &trigger.spec_hash,
             trigger.rerun_token.as_deref(),
         );
-        let records = self.life.store.records(&self.ns, &fp).await?;
+        // Records as of this object's version or later: a record written before this object
+        // was created (its predecessor's, written before that one was let go) is in the answer.
+        let rv = self
+            .rv
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Unnamed)?;
+        let records = self.life.store.records(&self.ns, &fp, &rv).await?;
         // The label narrows the list; the fingerprint in the spec decides.
         let records: Vec<BkRun> = records
             .into_iter()

@@ -139,11 +139,15 @@ pub trait ObjectStore: Send + Sync {
         ns: &str,
         record: &BkRun,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// The run records in `ns` labelled with `fingerprint`, read now (not from a cache).
+    /// The run records in `ns` labelled with `fingerprint`, as the store holds them at
+    /// `not_older_than` (a resourceVersion) or later: every record written before that version
+    /// is in the answer. The API server serves it from its watch cache once that cache has
+    /// caught up with the version, so a guard costs no read of every record from etcd.
     fn records(
         &self,
         ns: &str,
         fingerprint: &str,
+        not_older_than: &str,
     ) -> impl Future<Output = Result<Vec<BkRun>, StoreError>> + Send;
     /// The run records of jobs of `kind` in every namespace the operator watches, read now.
     fn records_of_kind(
