@@ -9,6 +9,7 @@ pub mod deps;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod projection;
 pub mod retention;
 pub mod store;
 pub mod systems;
@@ -111,6 +112,35 @@ async fn reconcile<K: JobKind>(
     ctx: Arc<Context>,
     slots: Arc<Slots>,
 ) -> Result<Action, Error> {
+    if projection::is_projection(&obj) {
+        // Settled as the cache shows it: nothing to do until it changes (a change comes with
+        // the whole object). A record whose write failed is written from the object read now.
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        ctx.life.forget_own_write(&uid).await;
+        if !ctx.life.record_pending(&uid) {
+            ctx.metrics
+                .reconciles
+                .get_or_create(&ReconcileLabels {
+                    kind: K::NAME,
+                    outcome: "idle",
+                })
+                .inc();
+            return Ok(Action::await_change());
+        }
+        let (Some(ns), Some(name)) = (obj.namespace(), obj.metadata.name.clone()) else {
+            return Ok(Action::await_change());
+        };
+        let api: Api<CachedObject> =
+            Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<K>(&()));
+        return match api.get_opt(&name).await {
+            Ok(Some(whole)) => Box::pin(reconcile::<K>(Arc::new(whole), ctx, slots)).await,
+            Ok(None) => Ok(Action::await_change()),
+            Err(e) => {
+                warn!(kind = K::NAME, %ns, %name, error = %e, "reading a settled object failed");
+                Ok(Action::requeue(Duration::from_secs(10)))
+            }
+        };
+    }
     if let Some(uid) = obj.metadata.uid.as_deref()
         && let Some(again) = ctx
             .life
@@ -368,6 +398,7 @@ async fn run_kind<K: JobKind>(
     })
     .map(move |(ns, name)| ObjectRef::new_with(&name, wake_ar.clone()).within(&ns));
     let index = ctx.clone();
+    use futures::TryStreamExt as _;
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .inspect(move |event| health.watch_event(K::NAME, event.is_ok()))
@@ -375,6 +406,13 @@ async fn run_kind<K: JobKind>(
             if let Ok(event) = event {
                 index.deps.observe(K::NAME, event);
             }
+        })
+        // Settled objects are cached as a small projection (`projection.rs`).
+        .map_ok(|event| {
+            event.modify(|obj| {
+                let whole = std::mem::replace(obj, CachedObject::new(""));
+                *obj = projection::for_cache::<K>(whole, chrono::Utc::now());
+            })
         })
         // `CachedObject` skips managedFields as it decodes (nothing reads them).
         .reflect(writer)

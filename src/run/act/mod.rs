@@ -125,6 +125,14 @@ impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
         claimed
     }
 
+    /// Whether a run record of object `uid` waits to be written again.
+    pub fn record_pending(&self, uid: &str) -> bool {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending(uid)
+    }
+
     /// Notes that `uid` adopts `job_id` after a search; `false` when another object of `kind`
     /// did first (in this process).
     pub fn claim_job(&self, kind: &'static str, job_id: &str, uid: &str) -> bool {
@@ -243,35 +251,16 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
     }
 
     fn trigger(obj: &K) -> Trigger {
-        Trigger {
-            spec_hash: spec_hash(&obj.spec_json()),
-            rerun_token: obj.common().rerun_token.clone(),
-            rerun_requested_at: annotation(obj, RERUN_ANNOTATION).map(str::to_owned),
-        }
+        trigger_of(obj)
     }
 
     fn observe(&self, obj: &K, status: &JobStatus) -> Decision {
-        let errors = obj.validate_spec();
-        let observed = Observed {
-            now: self.life.clock.now(),
-            generation: obj.meta().generation.unwrap_or(0),
-            trigger: Self::trigger(obj),
-            common: obj.common(),
+        observe(
+            obj,
             status,
-            invalid: (!errors.is_empty()).then(|| errors.to_string()),
-            deleting: obj.meta().deletion_timestamp.is_some(),
-            has_finalizer: obj
-                .meta()
-                .finalizers
-                .iter()
-                .flatten()
-                .any(|f| f == FINALIZER),
-            adopt_annotation: annotation(obj, ADOPT_ANNOTATION),
-            confirm_annotation: annotation(obj, CONFIRM_NOT_SUBMITTED_ANNOTATION),
-            two_phase: obj.two_phase(),
-            resolve_grace: self.life.config.resolve_grace,
-        };
-        decide(&observed)
+            self.life.clock.now(),
+            self.life.config.resolve_grace,
+        )
     }
 
     /// Decides and acts.
@@ -394,6 +383,58 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
     fn count_submission(&self, outcome: &'static str) {
         self.life.counters.submission(self.kind, outcome);
     }
+}
+
+/// [`decide`] on `obj` with `status` at `now`.
+fn observe<K: JobKind>(
+    obj: &K,
+    status: &JobStatus,
+    now: chrono::DateTime<chrono::Utc>,
+    resolve_grace: Duration,
+) -> Decision {
+    let errors = obj.validate_spec();
+    let observed = Observed {
+        now,
+        generation: obj.meta().generation.unwrap_or(0),
+        trigger: trigger_of(obj),
+        common: obj.common(),
+        status,
+        invalid: (!errors.is_empty()).then(|| errors.to_string()),
+        deleting: obj.meta().deletion_timestamp.is_some(),
+        has_finalizer: obj
+            .meta()
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER),
+        adopt_annotation: annotation(obj, ADOPT_ANNOTATION),
+        confirm_annotation: annotation(obj, CONFIRM_NOT_SUBMITTED_ANNOTATION),
+        two_phase: obj.two_phase(),
+        resolve_grace,
+    };
+    decide(&observed)
+}
+
+/// What starts a run of `obj`.
+fn trigger_of<K: JobKind>(obj: &K) -> Trigger {
+    Trigger {
+        spec_hash: spec_hash(&obj.spec_json()),
+        rerun_token: obj.common().rerun_token.clone(),
+        rerun_requested_at: annotation(obj, RERUN_ANNOTATION).map(str::to_owned),
+    }
+}
+
+/// Whether `obj` is settled: its run is over and answers what the object asks, and nothing is
+/// left to do for it until the object changes ([`decide`] says idle, with no look planned, and
+/// its status speaks for its generation). The controller keeps only a small projection of such
+/// objects in memory.
+pub fn settled<K: JobKind>(obj: &K, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Some(status) = obj.job_status() else {
+        return false;
+    };
+    status.observed_generation == obj.meta().generation
+        && status.run.as_ref().is_some_and(|r| r.phase.is_final())
+        && observe(obj, status, now, Duration::ZERO) == Decision::Idle { requeue: None }
 }
 
 fn annotation<'o, K: JobKind>(obj: &'o K, key: &str) -> Option<&'o str> {

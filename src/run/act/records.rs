@@ -39,6 +39,13 @@ pub struct RecordBook {
     pending: HashMap<String, BkRun>,
 }
 
+impl RecordBook {
+    /// Whether a record of object `uid` waits to be written again.
+    pub fn pending(&self, uid: &str) -> bool {
+        self.pending.contains_key(uid)
+    }
+}
+
 /// Whether `run` needs a record: it has a job, or its create's outcome is unknown.
 /// `deleting`: the object goes, so a create still unanswered leaves a record too.
 pub fn needs_record(run: &RunStatus, deleting: bool) -> bool {

@@ -110,6 +110,12 @@ pub fn over_fresh(fresh: &JobStatus, new: &JobStatus) -> Option<JobStatus> {
 }
 
 impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
+    /// Forgets the wait for the cache to show this process's last write of `uid` (the cache
+    /// shows the object settled: nothing to wait for).
+    pub async fn forget_own_write(&self, uid: &str) {
+        self.timings.lock().await.written.remove(uid);
+    }
+
     /// Whether the cache still shows object `uid` without the status this process wrote last,
     /// so the reconcile should wait instead of deciding: how long until it looks again
     /// ([`CACHE_CATCH_UP_STEPS`]), or `None` to decide now. `cached` is the cached status
