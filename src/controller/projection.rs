@@ -76,7 +76,6 @@ pub fn for_cache<K: JobKind>(
 mod tests {
     use super::*;
     use crate::api::ProcessJob;
-    use crate::run::JobKind as _;
 
     fn object(status: serde_json::Value, extra_meta: serde_json::Value) -> CachedObject {
         let mut meta = json!({
