@@ -124,3 +124,34 @@ fn bench_reports_every_object_final_and_judges_the_targets() {
         "{targets}"
     );
 }
+
+/// `bkops bench --history N` at a small N: the report shows the history's measures and every
+/// target judged; a fresh operator over finished jobs makes no BlueKing call and no status write.
+#[test]
+fn bench_history_reports_a_quiet_operator_over_finished_jobs() {
+    let output = Command::new(env!("CARGO_BIN_EXE_bkops"))
+        .arg("bench")
+        .args(["--history", "40", "--timeout-seconds", "60"])
+        .output()
+        .expect("running bkops bench --history");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(output.status.success(), "bkops bench --history failed");
+    assert!(stdout.contains("## History: 40 finished jobs"), "{stdout}");
+    let row = |name: &str| line(&stdout, &format!("| {name} |"));
+    assert_eq!(
+        row("history: BlueKing calls after the start"),
+        "| history: BlueKing calls after the start | 0 | 0 | yes |"
+    );
+    assert_eq!(
+        row("history: status writes after the start"),
+        "| history: status writes after the start | 0 | 0 | yes |"
+    );
+    assert!(
+        row("history: every object seen and idle after the start").ends_with("| yes |"),
+        "{stdout}"
+    );
+    let rss = row("operator peak RSS (MiB)");
+    assert!(last_cell_numbers(&rss, '/')[0] > 1.0, "{rss}");
+}

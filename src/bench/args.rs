@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// Skip the bare-client ceiling.
     #[arg(long)]
     pub skip_ceiling: bool,
+    /// Instead of the runs of `--n`: this many job objects whose runs are already over (years
+    /// of history) are in the cluster when a fresh operator starts. Judged: no BlueKing call
+    /// and no status write, every object seen and idle within 60 s, peak RSS ≤ 128 MiB.
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -13,6 +13,7 @@
 mod args;
 mod ceiling;
 mod cluster;
+pub mod history;
 mod measure;
 mod num;
 mod operator;
@@ -59,6 +60,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let control = sim.control();
+    if let Some(n) = args.history {
+        if n == 0 {
+            anyhow::bail!("--history needs a positive count");
+        }
+        crate::errln!("history of {n} finished jobs: ...");
+        let report =
+            history::run_history(&args, &cp, &admin, sim.base_url().as_str(), &control, n).await?;
+        let text = history::render(&report);
+        let printed = crate::outln!("{text}");
+        if let Some(path) = &args.out {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        sim.shutdown().await;
+        cp.stop().await?;
+        return Ok(printed?);
+    }
     let mut reports = Vec::new();
     for &n in &args.n {
         let mut runs = Vec::new();
