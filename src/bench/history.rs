@@ -111,7 +111,11 @@ async fn populate_one(client: Client, ns: String, i: usize) -> anyhow::Result<()
     let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &resource(kind));
     let obj: DynamicObject = serde_json::from_value(manifest)?;
     api.create(&PostParams::default(), &obj).await?;
-    let mut status = realistic(1 + i % 5, if i % 7 == 0 { 3 } else { 0 }, Utc::now());
+    let mut status = realistic(
+        1 + i % 5,
+        if i.is_multiple_of(7) { 3 } else { 0 },
+        Utc::now(),
+    );
     status.observed_generation = Some(1);
     if let Some(run) = status.run.as_mut() {
         run.generation = 1;
@@ -224,7 +228,7 @@ pub fn render(r: &HistoryReport) -> String {
         "## History: {} finished jobs when the operator starts\n\n\
          Every object's run is over (its final status written directly: 1 to 5 runs in its \
          history, every 7th with 3 failed targets, every {LARGE_TREE_EVERY}th a Taskflow with \
-         a 200-node pipeline tree); then a fresh operator starts.\n\n\
+         an 80-node pipeline tree); then a fresh operator starts.\n\n\
          | measure | value |\n| --- | ---: |\n",
         r.n
     );
@@ -331,7 +335,8 @@ mod tests {
             ..Default::default()
         };
         assert!(verdicts(&good).iter().all(|v| v.met == Some(true)));
-        let spoiled: [Box<dyn Fn(&mut HistoryReport)>; 4] = [
+        type Spoil = Box<dyn Fn(&mut HistoryReport)>;
+        let spoiled: [Spoil; 4] = [
             Box::new(|r| r.bk_calls = 1),
             Box::new(|r| r.status_writes = 3.0),
             Box::new(|r| r.idle_after = Some(61.0)),
