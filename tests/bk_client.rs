@@ -16,7 +16,7 @@ use bkops::bk::nodeman::{JobOperateRequest, PluginOperateRequest, PluginParams};
 use bkops::bk::{
     BkClient, BkError, CancelOutcome, ClientConfig, Code, CreateRequest, CreateTicket, Credentials,
     Endpoint, ErrorClass, JobPhase, JobRef, Mode, Progress, SearchQuery, SearchTarget, Secret,
-    System, Unsupported, UserAuth, WaitObserver,
+    System, TargetOutcome, Unsupported, UserAuth, WaitObserver,
 };
 use bkops::sim::{
     AppCredential, Behaviour, FaultAction, FaultRule, SimConfig, SimHandle, System as SimSystem,
@@ -308,6 +308,86 @@ async fn failures_name_the_failed_targets() {
                 p.upstream_state,
                 f,
                 p.message
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn target_logs_agree_with_progress_in_both_modes() {
+    let sim = sim().await;
+    for mode in [Mode::Gateway, Mode::Esb] {
+        let c = client(&sim, mode);
+        for req in all_creates(mode, "k-logs") {
+            let sys = match req.system() {
+                bkops::bk::System::Gsekit => SimSystem::Gsekit,
+                bkops::bk::System::Bkflow => SimSystem::Bkflow,
+                bkops::bk::System::Nodeman => SimSystem::Nodeman,
+                bkops::bk::System::Job => SimSystem::Job,
+            };
+            sim.control()
+                .set_behaviour(&Behaviour {
+                    system: sys,
+                    failed_targets: Some(1),
+                    wait_for_user: false,
+                    duration_ms: None,
+                    targets: Some(3),
+                    times: Some(1),
+                })
+                .await
+                .unwrap();
+            let sub = c.submit(&req).await.unwrap();
+            c.start(&sub.job).await.unwrap();
+            let p = wait_until(&c, &sub.job, "failed", |p| p.phase == JobPhase::Failed).await;
+            let before = sim.control().calls().await.unwrap().get(sys, "log");
+            let logs = c
+                .target_logs(&sub.job, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} {}: {e}", sub.job));
+            let after = sim.control().calls().await.unwrap().get(sys, "log");
+            let what = format!("{mode:?} {}: {logs:#?}", sub.job);
+            assert_eq!(logs.targets.len() as u32, p.summary.total, "{what}");
+            assert_eq!(logs.all.len(), logs.targets.len(), "{what}");
+            let failed = &logs.targets[0];
+            assert_eq!(
+                failed.outcome,
+                TargetOutcome::Failed,
+                "failures first: {what}"
+            );
+            assert!(
+                failed.reason.as_deref().is_some_and(|r| !r.is_empty()),
+                "{what}"
+            );
+            assert!(
+                p.failed_targets.iter().any(|f| f.target == failed.target),
+                "the progress names the same target: {what}"
+            );
+            assert!(
+                logs.targets[1..]
+                    .iter()
+                    .all(|t| t.outcome == TargetOutcome::Succeeded),
+                "{what}"
+            );
+            // JOB and NodeMan keep a log per host and step; GSEKit and BKFlow do not.
+            if matches!(sys, SimSystem::Job | SimSystem::Nodeman) {
+                assert!(after > before, "the log endpoint was called: {what}");
+                for t in &logs.targets {
+                    assert!(!t.steps.is_empty(), "{what}");
+                    assert!(t.steps.iter().any(|s| !s.log.is_empty()), "{what}");
+                }
+            } else {
+                assert_eq!(after, before, "{what}");
+            }
+            let one = c.target_logs(&sub.job, Some(&failed.target)).await.unwrap();
+            assert_eq!(one.targets.len(), 1, "{what}");
+            assert_eq!(one.targets[0].target, failed.target);
+            let none = c.target_logs(&sub.job, Some("no-such-host")).await.unwrap();
+            assert!(none.targets.is_empty() && none.all.len() == logs.targets.len());
+            println!(
+                "{mode:?} {}: {} targets, first {:?}",
+                sub.job,
+                logs.targets.len(),
+                failed.reason
             );
         }
     }

@@ -813,6 +813,195 @@ async fn job_seed_v2_and_v3_gateway() {
 }
 
 #[tokio::test]
+async fn logs_follow_each_hosts_result() {
+    let sim = sim().await;
+    for system in [System::Job, System::Nodeman] {
+        sim.control()
+            .set_behaviour(&Behaviour {
+                system,
+                failed_targets: Some(1),
+                wait_for_user: false,
+                duration_ms: None,
+                targets: Some(2),
+                times: Some(2),
+            })
+            .await
+            .unwrap();
+    }
+    // JOB v3 through the gateway: the status names the hosts and the step.
+    let body = json!({"bk_scope_type": "biz", "bk_scope_id": "2", "job_plan_id": 1000});
+    let r = post(&gw(&sim, "bk-job", "api/v3/execute_job_plan"), body, true).await;
+    let id = r.body["data"]["job_instance_id"].as_u64().unwrap();
+    let scope = format!("bk_scope_type=biz&bk_scope_id=2&job_instance_id={id}");
+    let url = gw(
+        &sim,
+        "bk-job",
+        &format!("api/v3/get_job_instance_status?{scope}&return_ip_result=true"),
+    );
+    let v = poll(
+        || async { get(&url, true).await.body },
+        |v| v["data"]["finished"] == true,
+    )
+    .await;
+    let step = &v["data"]["step_instance_list"][0];
+    let step_id = step["step_instance_id"].as_u64().unwrap();
+    let hosts = step["step_ip_result_list"].as_array().unwrap();
+    let failed = hosts.iter().find(|h| h["status"] == 104).unwrap();
+    let ok = hosts.iter().find(|h| h["status"] == 9).unwrap();
+    // One host (GET), by id.
+    let one = get(
+        &gw(
+            &sim,
+            "bk-job",
+            &format!(
+                "api/v3/get_job_instance_ip_log?{scope}&step_instance_id={step_id}&host_id={}",
+                failed["bk_host_id"]
+            ),
+        ),
+        true,
+    )
+    .await;
+    let log = one.body["data"]["log_content"].as_str().unwrap();
+    assert!(
+        log.contains("job_start") && log.ends_with("exit code 1\n"),
+        "{log}"
+    );
+    assert_eq!(one.body["data"]["ip"], failed["ip"]);
+    // Several hosts (POST), by IP, through ESB too.
+    let batch = json!({"bk_scope_type": "biz", "bk_scope_id": "2", "job_instance_id": id,
+        "step_instance_id": step_id,
+        "ip_list": [{"bk_cloud_id": 0, "ip": failed["ip"]}, {"bk_cloud_id": 0, "ip": ok["ip"]}]});
+    for r in [
+        post(
+            &gw(&sim, "bk-job", "api/v3/batch_get_job_instance_ip_log"),
+            batch.clone(),
+            true,
+        )
+        .await,
+        post(
+            &esb(&sim, "jobv3/batch_get_job_instance_ip_log/"),
+            with_creds(batch.clone()),
+            false,
+        )
+        .await,
+    ] {
+        let logs = r.body["data"]["script_task_logs"].as_array().unwrap();
+        assert_eq!(logs.len(), 2, "{}", r.text);
+        assert!(
+            logs.iter()
+                .any(|l| l["log_content"].as_str().unwrap().ends_with("done\n"))
+        );
+    }
+    let mut wrong = batch;
+    wrong["step_instance_id"] = json!(1);
+    let r = post(
+        &gw(&sim, "bk-job", "api/v3/batch_get_job_instance_ip_log"),
+        wrong,
+        true,
+    )
+    .await;
+    assert_eq!(
+        (r.body["result"].clone(), r.body["code"].clone()),
+        (json!(false), json!(1241002))
+    );
+
+    // JOB v2 through ESB: every step, hosts grouped by status, HTML-escaped.
+    let r = post(
+        &esb(&sim, "job/execute_job/"),
+        with_creds(json!({"bk_biz_id": 2, "bk_job_id": 100})),
+        false,
+    )
+    .await;
+    let id = r.body["data"]["job_instance_id"].as_u64().unwrap();
+    let v2 = with_creds(json!({"bk_biz_id": 2, "job_instance_id": id}));
+    let v = poll(
+        || async {
+            post(&esb(&sim, "job/get_job_instance_log/"), v2.clone(), false)
+                .await
+                .body
+        },
+        |v| v["data"][0]["is_finished"] == true,
+    )
+    .await;
+    let groups = v["data"][0]["step_results"].as_array().unwrap();
+    let statuses: Vec<&Value> = groups.iter().map(|g| &g["ip_status"]).collect();
+    assert_eq!(statuses, [&json!(9), &json!(104)], "{v}");
+    assert_eq!(groups[1]["ip_logs"][0]["exit_code"], 1);
+
+    // NodeMan: the per-host log, GET through the gateway, POST through ESB.
+    let body = json!({"job_type": "RESTART_AGENT", "bk_host_id": [7, 8]});
+    let r = post(&gw(&sim, "bk-nodeman", "api/job/operate/"), body, true).await;
+    let id = r.body["data"]["job_id"].as_u64().unwrap();
+    let details = gw(&sim, "bk-nodeman", &format!("api/job/{id}/details/"));
+    poll(
+        || async { post(&details, json!({}), true).await.body },
+        |v| v["data"]["status"] == "PART_FAILED",
+    )
+    .await;
+    let r = get(
+        &gw(
+            &sim,
+            "bk-nodeman",
+            &format!("api/job/{id}/log/?instance_id=host|instance|host|8"),
+        ),
+        true,
+    )
+    .await;
+    let steps = r.body["data"].as_array().unwrap();
+    let statuses: Vec<&str> = steps
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["SUCCESS", "FAILED", "PENDING"], "{}", r.text);
+    assert!(steps[1]["log"].as_str().unwrap().contains("执行失败"));
+    let r = post(
+        &esb(&sim, "nodeman/api/job/log/"),
+        with_creds(json!({"job_id": id, "instance_id": "host|instance|host|7"})),
+        false,
+    )
+    .await;
+    assert!(
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "SUCCESS")
+    );
+    let r = post(
+        &esb(&sim, "nodeman/api/job/log/"),
+        with_creds(json!({"job_id": id, "instance_id": "host|instance|host|9"})),
+        false,
+    )
+    .await;
+    assert_eq!(r.body["result"], false, "{}", r.text);
+
+    // The fault rules know the endpoint as `log`.
+    sim.control()
+        .add_fault(&FaultRule {
+            system: SystemSel::Nodeman,
+            endpoint: "log".into(),
+            action: FaultAction::HttpStatus {
+                status: 502,
+                code: None,
+            },
+            times: Some(1),
+        })
+        .await
+        .unwrap();
+    let r = post(
+        &esb(&sim, "nodeman/api/job/log/"),
+        with_creds(json!({"job_id": id, "instance_id": "host|instance|host|7"})),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    let calls = sim.control().calls().await.unwrap();
+    assert_eq!(calls.get(System::Nodeman, "log"), 4);
+    assert!(calls.get(System::Job, "log") >= 5, "{calls:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn job_two_phase_terminate_and_waiting() {
     let sim = sim_with(|c| c.require_tenant = true).await;
     let exec = gw(&sim, "bk-job", "api/v3/execute_job_plan");

@@ -293,18 +293,23 @@ pub struct JobTask {
 }
 
 impl JobTask {
+    /// `extra_data.process_info.{part}.{field}` as text.
+    fn process_info(&self, part: &str, field: &str) -> Option<String> {
+        self.extra_data
+            .as_ref()
+            .and_then(|e| e.get("process_info"))
+            .and_then(|i| i.get(part))
+            .and_then(|x| x.get(field))
+            .and_then(|v| match v {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    }
+
     /// A readable name for the process: `ip process-name`, falling back to the ids.
     pub fn target(&self) -> String {
-        let info = self.extra_data.as_ref().and_then(|e| e.get("process_info"));
-        let get = |a: &str, b: &str| {
-            info.and_then(|i| i.get(a))
-                .and_then(|x| x.get(b))
-                .and_then(|v| match v {
-                    Value::String(s) if !s.is_empty() => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-        };
+        let get = |a: &str, b: &str| self.process_info(a, b);
         let ip = get("host", "bk_host_innerip");
         let name = get("process", "bk_process_name");
         match (ip, name, self.bk_process_id) {
@@ -314,6 +319,21 @@ impl JobTask {
             (_, _, Some(pid)) => format!("process {pid}"),
             _ => format!("job task {}", self.id),
         }
+    }
+
+    /// The other names of the process a person may pick it by: its host's IP and id, its
+    /// name, its id.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [
+            ("host", "bk_host_innerip"),
+            ("host", "bk_host_id"),
+            ("process", "bk_process_name"),
+        ]
+        .iter()
+        .filter_map(|(part, field)| self.process_info(part, field))
+        .collect();
+        names.extend(self.bk_process_id.map(|id| id.to_string()));
+        names
     }
 
     /// `extra_data.failed_reason`, else the error code.
@@ -543,6 +563,7 @@ mod tests {
         }))?;
         assert_eq!(t.target(), "10.0.0.1 nginx");
         assert_eq!(t.reason(), "exit 1");
+        assert_eq!(t.names(), ["10.0.0.1", "nginx", "42"]);
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! `api/v3/operate_job_instance`, `GET api/v3/get_job_instance_status`,
 //! `GET api/v3/get_job_instance_list`; ESB `jobv3/<name>/` (all POST).
 //! v2 compatibility (legacy ESB `job` system only): `job/execute_job/`,
-//! `GET job/get_job_instance_status/`.
+//! `GET job/get_job_instance_status/`. Logs: `batch_get_job_instance_ip_log` (v3) and
+//! `job/get_job_instance_log/` (v2).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -476,7 +477,12 @@ pub struct JobInstanceListPage {
 }
 
 mod calls;
+mod logs;
 pub use calls::Job;
+pub use logs::{
+    FileLog, FileTaskLog, HostLog, IpLogV2, LogHosts, ScriptTaskLog, StepLogV2, StepLogsV3,
+    StepResultV2,
+};
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //!   envelope decoding, error classification inputs, retries for safe calls;
 //! - [`gsekit`], [`bkflow`], [`nodeman`], [`job`]: typed requests and answers per system;
 //! - [`facade`]: the system-neutral calls the run lifecycle uses (`submit`, `start`,
-//!   `progress`, `cancel`, `search`).
+//!   `progress`, `cancel`, `search`), and `target_logs` for people.
 //!
 //! Creates are never retried; anything unclear about a create is
 //! [`ErrorClass::Ambiguous`]. See [`error::classify_answer`] for the whole table.
@@ -36,7 +36,8 @@ pub use config::{ClientConfig, Credentials, Endpoint, Mode, Secret, UserAuth, Wa
 pub use error::{ApiError, BkError, CallInfo, CallKind, Code, ErrorClass, TransportFailure};
 pub use facade::{
     CancelOutcome, Candidate, CreateRequest, CreateTicket, FailedTarget, JobPhase, JobRef,
-    Progress, SearchQuery, SearchTarget, Submitted, Summary, Unsupported,
+    Progress, SearchQuery, SearchTarget, StepLog, Submitted, Summary, TargetLog, TargetLogs,
+    TargetOutcome, Unsupported,
 };
 
 use transport::{Request, Transport};

@@ -1,9 +1,10 @@
 //! NodeMan: agent, proxy and plugin jobs.
 //!
 //! Gateway `bk-nodeman`: `api/job/operate/`, `api/plugin/operate/`, `api/job/{id}/details/`,
-//! `api/job/{id}/revoke/`, `api/job/job_list/`. Legacy ESB: `nodeman/api/job/operate/` and
-//! `nodeman/api/job/details/` (job id in the body) are documented; the ESB plugin operate,
-//! revoke and list components are not confirmed upstream and follow the same pattern.
+//! `api/job/{id}/revoke/`, `api/job/job_list/`, `GET api/job/{id}/log/?instance_id=`. Legacy
+//! ESB: `nodeman/api/job/operate/`, `nodeman/api/job/details/` and `nodeman/api/job/log/` (job
+//! id in the body) are documented; the ESB plugin operate, revoke and list components are not
+//! confirmed upstream and follow the same pattern.
 
 use chrono::{DateTime, Utc};
 use http::Method;
@@ -321,6 +322,26 @@ pub struct DetailsQuery {
     pub conditions: Vec<Condition>,
 }
 
+/// One step of a host's log (`job/{id}/log/` answers a list of them, in order).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct LogStep {
+    /// The step's name (`更新任务状态`, `执行升级脚本`, ...).
+    #[serde(default, deserialize_with = "de::opt_text")]
+    pub step: Option<String>,
+    /// The step's status (same values as a host's).
+    #[serde(default)]
+    pub status: Option<JobStatus>,
+    /// The step's log lines.
+    #[serde(default, deserialize_with = "de::opt_text")]
+    pub log: Option<String>,
+    /// Started.
+    #[serde(default, deserialize_with = "de::time")]
+    pub start_time: Option<DateTime<Utc>>,
+    /// Finished.
+    #[serde(default, deserialize_with = "de::time")]
+    pub finish_time: Option<DateTime<Utc>>,
+}
+
 /// A job row of the job list.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct JobListItem {
@@ -482,6 +503,25 @@ impl Nodeman<'_> {
             .await
     }
 
+    /// The log of one host (`instance_id` of the details list), step by step.
+    pub async fn job_log(&self, job_id: i64, instance_id: &str) -> Result<Vec<LogStep>, BkError> {
+        let mut params = json!({ "instance_id": instance_id });
+        if self.esb() {
+            params["job_id"] = json!(job_id);
+        }
+        let path = format!("api/job/{job_id}/log/");
+        let raw: Value = self
+            .client
+            .call(
+                CallSpec::new(System::Nodeman, "job_log", CallKind::Safe, params)
+                    .gateway(Method::GET, &path)
+                    .esb(Method::POST, "nodeman/api/job/log/"),
+            )
+            .await?;
+        let (steps, _) = super::de::list_items(raw);
+        Ok(self.client.decode_rows(steps))
+    }
+
     /// One page of jobs.
     pub async fn job_list(&self, query: &JobListQuery) -> Result<JobListPage, BkError> {
         let raw: Value = self
@@ -542,6 +582,30 @@ mod tests {
         let r = operate_response(json!({"bkmonitorbeat": 12}));
         assert_eq!(r.map(|r| r.job_id), Ok(12));
         assert!(operate_response(json!({})).is_err());
+    }
+
+    #[test]
+    fn a_host_log_decodes_step_by_step() -> Result<(), serde_json::Error> {
+        let steps: Vec<LogStep> = serde_json::from_value(json!([
+            {"step": "更新任务状态", "status": "SUCCESS",
+             "log": "[2021-09-16 15:06:04 INFO] 开始更新任务状态",
+             "start_time": "2021-09-16 15:06:04", "finish_time": "2021-09-16 15:06:04"},
+            {"step": "执行升级脚本", "status": "FAILED",
+             "log": "[2021-09-16 15:06:39 INFO] 开始执行升级脚本\n[2021-09-16 15:06:45 ERROR] 脚本返回非零",
+             "start_time": "2021-09-16 15:06:39", "finish_time": null},
+            {"step": "查询Agent状态", "status": "PENDING", "log": null}
+        ]))?;
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[1].status, Some(JobStatus::Failed));
+        assert!(
+            steps[1]
+                .log
+                .as_deref()
+                .is_some_and(|l| l.ends_with("脚本返回非零"))
+        );
+        assert!(steps[0].start_time.is_some() && steps[1].finish_time.is_none());
+        assert_eq!(steps[2].log, None);
+        Ok(())
     }
 
     #[test]

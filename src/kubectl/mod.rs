@@ -4,10 +4,13 @@
 
 mod act;
 mod get;
+mod logs;
 mod runs;
 
 use clap::{Parser, Subcommand};
 use kube::api::{Api, ApiResource, DynamicObject};
+
+pub use logs::LogsFormat;
 
 use crate::run::kinds::{JOB_KINDS, KindEntry};
 
@@ -88,6 +91,27 @@ pub enum KubectlCommand {
         /// Only the records of this job (KIND/NAME).
         target: Option<String>,
     },
+    /// What each target of the current run (or --run KEY) did, read from BlueKing through the
+    /// job's connection: status, reason and the steps' logs of every host, process or flow
+    /// node, failures first. Reads the connection's Secret with your own rights.
+    Logs {
+        /// KIND/NAME.
+        #[arg(value_name = "KIND/NAME")]
+        object: String,
+        /// Only this target: an IP or host id, a process name or id, a flow node's name or id.
+        #[arg(long, value_name = "HOST")]
+        target: Option<String>,
+        /// This run (a key from the current run or status.history) instead of the current one.
+        #[arg(long, value_name = "KEY")]
+        run: Option<String>,
+        /// The BkConnection of a job without spec.connectionRef (the operator's
+        /// --default-connection); default: the namespace's only BkConnection.
+        #[arg(long, value_name = "NAME")]
+        connection: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = LogsFormat::Text)]
+        output: LogsFormat,
+    },
 }
 
 /// Whether the binary was called as the kubectl plugin.
@@ -137,6 +161,21 @@ pub async fn run(cli: KubectlCli) -> anyhow::Result<()> {
         KubectlCommand::Runs { target } => {
             let target = target.as_deref().map(Target::parse).transpose()?;
             runs::runs(&scope, target.as_ref()).await
+        }
+        KubectlCommand::Logs {
+            object,
+            target,
+            run,
+            connection,
+            output,
+        } => {
+            let args = logs::LogsArgs {
+                target,
+                run,
+                connection,
+                format: output,
+            };
+            logs::logs(&scope, &Target::parse(&object)?, &args).await
         }
     }
 }

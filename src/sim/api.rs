@@ -70,7 +70,11 @@ pub struct FaultRule {
     #[serde(default)]
     pub system: SystemSel,
     /// Endpoint name (`create`, `start`, `status`, `tasks`, `list`, `cancel`, `detail`,
-    /// `node_detail`, `batch_status`, `pause`, `resume`, `operate`), or `*` for all.
+    /// `node_detail`, `batch_status`, `pause`, `resume`, `operate`, `log`), or `*` for all.
+    /// `log` is the per-host log of JOB (v3 `batch_get_job_instance_ip_log` and
+    /// `get_job_instance_ip_log`, v2 `get_job_instance_log`) and NodeMan (`job/{id}/log/`);
+    /// GSEKit's per-process results are `tasks`, BKFlow's node states `status` and its node
+    /// failure texts `node_detail`.
     #[serde(default = "star")]
     pub endpoint: String,
     /// What to do.

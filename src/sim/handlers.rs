@@ -9,7 +9,7 @@ use serde_json::json;
 use super::model::Mode;
 use super::wire::{Ids, Op, Reply, Req, Route};
 use super::world::World;
-use super::{SimConfig, System, bkflow, gsekit, job, nodeman};
+use super::{SimConfig, System, bkflow, gsekit, job, logs, nodeman};
 
 fn num(s: &str) -> Option<u64> {
     s.parse().ok()
@@ -101,6 +101,13 @@ pub(crate) fn route(method: &Method, path: &str, config: &SimConfig) -> Result<R
                 rest => (false, rest),
             };
             ids.system_resource = system_resource;
+            // The per-host log is the one GET resource among these.
+            if let ["api", "job", id, "log", ""] = segs
+                && is(&Method::GET)
+            {
+                ids.id = Some(num(id).ok_or(Mode::Gateway)?);
+                return Ok(gw(Op::NmLog, ids, !system_resource));
+            }
             if !is(&Method::POST) {
                 return Err(Mode::Gateway);
             }
@@ -131,6 +138,10 @@ pub(crate) fn route(method: &Method, path: &str, config: &SimConfig) -> Result<R
                     Op::JobStatusV3
                 }
                 ["api", "v3", "get_job_instance_list"] if is(&Method::GET) => Op::JobList,
+                ["api", "v3", "batch_get_job_instance_ip_log"] if is(&Method::POST) => {
+                    Op::JobBatchIpLog
+                }
+                ["api", "v3", "get_job_instance_ip_log"] if is(&Method::GET) => Op::JobIpLog,
                 _ => return Err(Mode::Gateway),
             };
             Ok(gw(op, ids, true))
@@ -155,12 +166,16 @@ fn esb_route(rest: &str) -> Option<Route> {
         "nodeman/api/job/revoke" => Op::NmRevoke,
         "nodeman/api/job/job_list" => Op::NmList,
         "nodeman/api/plugin/operate" => Op::NmPluginOperate,
+        "nodeman/api/job/log" => Op::NmLog,
         "job/execute_job" => Op::JobV2Execute,
         "job/get_job_instance_status" => Op::JobStatusV2,
+        "job/get_job_instance_log" => Op::JobLogV2,
         "jobv3/execute_job_plan" => Op::JobPlan,
         "jobv3/operate_job_instance" => Op::JobOperate,
         "jobv3/get_job_instance_status" => Op::JobStatusV3,
         "jobv3/get_job_instance_list" => Op::JobList,
+        "jobv3/batch_get_job_instance_ip_log" => Op::JobBatchIpLog,
+        "jobv3/get_job_instance_ip_log" => Op::JobIpLog,
         _ => return None,
     };
     Some(Route {
@@ -191,11 +206,15 @@ pub(crate) fn dispatch(w: &mut World, config: &SimConfig, req: &Req, now: Instan
         NmDetails => nodeman::details(w, req, now),
         NmRevoke => nodeman::revoke(w, req, now),
         NmList => nodeman::list(w, req, now),
+        NmLog => logs::nodeman_log(w, req, now),
         JobPlan | JobV2Execute => job::create(w, config, req, now),
         JobOperate => job::operate(w, req, now),
         JobStatusV3 => job::status_v3(w, req, now),
         JobStatusV2 => job::status_v2(w, req, now),
         JobList => job::list(w, req, now),
+        JobBatchIpLog => logs::job_batch_ip_log(w, req, now),
+        JobIpLog => logs::job_ip_log(w, req, now),
+        JobLogV2 => logs::job_log_v2(w, req, now),
     }
 }
 

@@ -23,16 +23,16 @@ use super::wire::{Op, Reply, Req, get_bool, get_i64, get_str, get_u64};
 use super::world::World;
 use super::{SimConfig, System};
 
-const ILLEGAL_PARAM: i64 = 1241002;
+pub(super) const ILLEGAL_PARAM: i64 = 1241002;
 const NOT_FOUND: i64 = 1244006;
-const FINISHED: [u8; 9] = [3, 4, 5, 6, 8, 9, 11, 13, 14];
+pub(super) const FINISHED: [u8; 9] = [3, 4, 5, 6, 8, 9, 11, 13, 14];
 
 fn request_id() -> String {
     let n: u64 = rand::random();
     format!("{n:016x}")
 }
 
-fn ok_body(data: Value) -> Value {
+pub(super) fn ok_body(data: Value) -> Value {
     json!({"result": true, "code": 0, "message": "success", "data": data, "job_request_id": request_id()})
 }
 
@@ -41,7 +41,7 @@ pub(crate) fn error_body(code: i64, message: &str) -> Value {
     json!({"result": false, "code": code, "message": message, "data": null, "job_request_id": request_id()})
 }
 
-fn illegal(param: &str) -> Reply {
+pub(super) fn illegal(param: &str) -> Reply {
     Reply::ok(error_body(
         ILLEGAL_PARAM,
         &format!("Param [{param}] is missing or illegal"),
@@ -232,7 +232,7 @@ pub(crate) fn create(w: &mut World, config: &SimConfig, req: &Req, now: Instant)
     })))
 }
 
-fn find_mut<'a>(w: &'a mut World, req: &Req) -> Result<&'a mut JobInst, Reply> {
+pub(super) fn find_mut<'a>(w: &'a mut World, req: &Req) -> Result<&'a mut JobInst, Reply> {
     let id = match get_u64(&req.params, "job_instance_id") {
         Ok(Some(id)) => id,
         _ => return Err(illegal("job_instance_id")),
@@ -253,13 +253,13 @@ fn find_mut<'a>(w: &'a mut World, req: &Req) -> Result<&'a mut JobInst, Reply> {
         })
 }
 
-fn progress(job: &JobInst, now: Instant) -> Option<Progress> {
+pub(super) fn progress(job: &JobInst, now: Instant) -> Option<Progress> {
     let plan = &job.run.plan;
     job.run.clock.progress(now, plan, plan.pending_phase())
 }
 
 /// The job-level status code, without the STOPPING→STOP_SUCCESS bookkeeping.
-fn raw_status(job: &JobInst, now: Instant) -> u8 {
+pub(super) fn raw_status(job: &JobInst, now: Instant) -> u8 {
     if job.terminated {
         return if job.stopping_reported { 11 } else { 10 };
     }
@@ -290,7 +290,7 @@ fn report_status(job: &mut JobInst, now: Instant) -> u8 {
     s
 }
 
-fn host_state(job: &JobInst, i: usize, now: Instant) -> TargetState {
+pub(super) fn host_state(job: &JobInst, i: usize, now: Instant) -> TargetState {
     let plan = &job.run.plan;
     TargetState::of(
         plan.parallel_window(i),
@@ -300,7 +300,7 @@ fn host_state(job: &JobInst, i: usize, now: Instant) -> TargetState {
 }
 
 /// Per-host `(status, exit_code, error_code)`.
-fn host_codes(job: &JobInst, i: usize, now: Instant) -> (u32, i64, i64) {
+pub(super) fn host_codes(job: &JobInst, i: usize, now: Instant) -> (u32, i64, i64) {
     if progress(job, now).is_some_and(|p| p.waiting) {
         return (5, 0, 0);
     }
@@ -332,7 +332,7 @@ fn job_times(job: &JobInst, status: u8) -> (Value, Value, Value) {
     (ms(start), ms(end_t), total)
 }
 
-fn step_status(job: &JobInst, step: &StepDef, status: u8, now: Instant) -> u8 {
+pub(super) fn step_status(job: &JobInst, step: &StepDef, status: u8, now: Instant) -> u8 {
     if step.kind == 3 {
         let p = progress(job, now);
         return match p {

@@ -36,6 +36,7 @@ mod world;
 mod bkflow;
 mod gsekit;
 mod job;
+mod logs;
 mod nodeman;
 
 use std::net::SocketAddr;

@@ -19,8 +19,8 @@ use super::wire::{Op, Reply, Req, get_i64, get_str, get_str_list, get_u64, get_u
 use super::world::World;
 use super::{SimConfig, System};
 
-const VALIDATION: i64 = 3800001;
-const JOB_NOT_FOUND: i64 = 3801012;
+pub(super) const VALIDATION: i64 = 3800001;
+pub(super) const JOB_NOT_FOUND: i64 = 3801012;
 
 const AGENT_TYPES: [&str; 16] = [
     "RESTART_AGENT",
@@ -57,7 +57,7 @@ const PLUGIN_TYPES: [&str; 13] = [
     "PACKING_PLUGIN",
 ];
 
-fn ok_body(data: Value) -> Value {
+pub(super) fn ok_body(data: Value) -> Value {
     json!({"result": true, "data": data, "code": 0, "message": ""})
 }
 
@@ -70,7 +70,7 @@ fn invalid(message: impl Into<String>) -> Reply {
     Reply::ok(error_body(VALIDATION, &message.into()))
 }
 
-fn fmt_time(t: DateTime<Local>) -> String {
+pub(super) fn fmt_time(t: DateTime<Local>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
@@ -198,13 +198,13 @@ pub(crate) fn create(w: &mut World, config: &SimConfig, req: &Req, now: Instant)
     Reply::ok(ok_body(data))
 }
 
-fn host_state(job: &NmJob, i: usize, now: Instant) -> TargetState {
+pub(super) fn host_state(job: &NmJob, i: usize, now: Instant) -> TargetState {
     let plan = &job.run.plan;
     let p = job.run.clock.progress(now, plan, plan.end());
     TargetState::of(plan.parallel_window(i), plan.target_fails(i), p)
 }
 
-fn prepared(job: &NmJob, now: Instant) -> bool {
+pub(super) fn prepared(job: &NmJob, now: Instant) -> bool {
     let plan = &job.run.plan;
     job.run
         .clock
@@ -254,7 +254,7 @@ fn computed(job: &NmJob, now: Instant) -> (Value, &'static str) {
     )
 }
 
-fn split_type(job_type: &str) -> (&'static str, String) {
+pub(super) fn split_type(job_type: &str) -> (&'static str, String) {
     for (suffix, kind) in [
         ("_AGENT", "AGENT"),
         ("_PROXY", "PROXY"),
@@ -304,7 +304,7 @@ fn host_item(job: &NmJob, i: usize, now: Instant) -> Value {
     })
 }
 
-fn job_id_of(req: &Req) -> Result<u64, Reply> {
+pub(super) fn job_id_of(req: &Req) -> Result<u64, Reply> {
     if let Some(id) = req.ids.id {
         return Ok(id);
     }

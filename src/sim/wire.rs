@@ -29,12 +29,16 @@ pub(crate) enum Op {
     NmDetails,
     NmRevoke,
     NmList,
+    NmLog,
     JobPlan,
     JobV2Execute,
     JobOperate,
     JobStatusV3,
     JobStatusV2,
     JobList,
+    JobBatchIpLog,
+    JobIpLog,
+    JobLogV2,
 }
 
 impl Op {
@@ -44,10 +48,9 @@ impl Op {
             GseCreate | GseStatus | GseTasks | GseList => System::Gsekit,
             FlowCreate | FlowCreateRaw | FlowOperate | FlowStates | FlowBatchStates
             | FlowDetail | FlowNodeDetail | FlowList => System::Bkflow,
-            NmOperate | NmPluginOperate | NmDetails | NmRevoke | NmList => System::Nodeman,
-            JobPlan | JobV2Execute | JobOperate | JobStatusV3 | JobStatusV2 | JobList => {
-                System::Job
-            }
+            NmOperate | NmPluginOperate | NmDetails | NmRevoke | NmList | NmLog => System::Nodeman,
+            JobPlan | JobV2Execute | JobOperate | JobStatusV3 | JobStatusV2 | JobList
+            | JobBatchIpLog | JobIpLog | JobLogV2 => System::Job,
         }
     }
 
@@ -61,6 +64,7 @@ impl Op {
             GseTasks => "tasks",
             GseList | FlowList | NmList | JobList => "list",
             FlowBatchStates => "batch_status",
+            NmLog | JobBatchIpLog | JobIpLog | JobLogV2 => "log",
             FlowDetail => "detail",
             FlowNodeDetail => "node_detail",
             NmRevoke => "cancel",

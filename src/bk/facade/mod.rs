@@ -1,6 +1,8 @@
 //! The system-neutral face of the client, used by the run lifecycle: submit once, start,
-//! follow progress, cancel, and search for a job whose submission outcome is unknown.
+//! follow progress, cancel, search for a job whose submission outcome is unknown, and read
+//! what each target of a job did.
 
+mod logs;
 mod operate;
 mod phases;
 mod progress;
@@ -8,6 +10,7 @@ mod search;
 mod submit;
 mod types;
 
+pub use logs::{LOG_TARGETS_CAP, StepLog, TargetLog, TargetLogs, TargetOutcome};
 pub use phases::{bkflow_phase, gsekit_phase, job_phase, nodeman_phase};
 pub use submit::CreateTicket;
 pub use types::{

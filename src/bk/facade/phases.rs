@@ -101,6 +101,11 @@ pub(super) fn job_status_name(s: RunStatus) -> String {
 /// Readable text for JOB per-host status codes (best effort; the code is always given).
 pub(super) fn job_host_status_text(status: Option<i64>) -> String {
     let label = match status {
+        Some(3) => Some("succeeded last time"),
+        Some(5) => Some("waiting"),
+        Some(7) => Some("running"),
+        Some(9) => Some("success"),
+        Some(403) => Some("terminated"),
         Some(1) => Some("agent error"),
         Some(2) => Some("host not found"),
         Some(11) => Some("failed"),

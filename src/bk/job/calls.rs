@@ -10,7 +10,7 @@ use crate::bk::{BkClient, BkError, CallKind, CallSpec, Mode, System};
 /// Calls to JOB. Get one with [`BkClient::job`].
 #[derive(Clone, Copy, Debug)]
 pub struct Job<'a> {
-    client: &'a BkClient,
+    pub(super) client: &'a BkClient,
 }
 
 impl BkClient {
