@@ -687,22 +687,47 @@ impl ObjectStore for SimStore {
         point(&self.world, "store.record.sent").await;
         let result = {
             let mut w = lock(&self.world);
-            if w.fault(50) {
+            // Like the API server's, a timeout comes before the write commits or after.
+            let timeout = w.fault(50);
+            let committed = !timeout || w.rng.random_bool(0.5);
+            let name = record.metadata.name.clone().unwrap_or_default();
+            let created = match w.records.get_mut(&(ns.to_owned(), name.clone())) {
+                _ if !committed => false,
+                // It exists: a merge patch of the spec without `jobUid` (as the operator's
+                // store sends it), so fields the new spec leaves out are kept.
+                Some(old) => {
+                    let mut spec = serde_json::to_value(&old.spec).expect("a spec");
+                    let mut patch = serde_json::to_value(&record.spec).expect("a spec");
+                    if let Some(p) = patch.as_object_mut() {
+                        p.remove("jobUid");
+                    }
+                    merge(&mut spec, &patch);
+                    old.spec = serde_json::from_value(spec).expect("a merged spec");
+                    false
+                }
+                None => {
+                    w.records
+                        .insert((ns.to_owned(), name.clone()), record.clone());
+                    true
+                }
+            };
+            if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                eprintln!(
+                    "record {ns}/{name} job {:?} phase {} fingerprint {}: {}",
+                    record.spec.job_id,
+                    record.spec.phase,
+                    record.spec.fingerprint,
+                    match (timeout, committed) {
+                        (false, _) => "written",
+                        (true, true) => "written, answer timed out",
+                        (true, false) => "timed out, not written",
+                    }
+                );
+            }
+            if timeout {
                 Err(StoreError::Other("the API server timed out".into()))
             } else {
-                let name = record.metadata.name.clone().unwrap_or_default();
-                match w.records.get_mut(&(ns.to_owned(), name.clone())) {
-                    Some(old) => {
-                        let uid = old.spec.job_uid.clone();
-                        *old = record.clone();
-                        old.spec.job_uid = uid;
-                        Ok(false)
-                    }
-                    None => {
-                        w.records.insert((ns.to_owned(), name), record.clone());
-                        Ok(true)
-                    }
-                }
+                Ok(created)
             }
         };
         point(&self.world, "store.record.answered").await;

@@ -11,8 +11,9 @@
 //! once the old one is gone; sometimes deleted and re-created in one go (Argo CD
 //! `Replace=true`). Some objects carry `recreatePolicy: Run`. BlueKing and the store inject
 //! faults: a create committed whose answer is lost, a reset before the commit, 429, 5xx,
-//! slowness past the gateway's timeout, failed status and run record writes, incomplete
-//! searches. Several objects share a system, a creator, a plan or template, and a time window.
+//! slowness past the gateway's timeout, failed status writes, run record writes that time out
+//! before or after they commit, incomplete searches. Several objects share a system, a creator,
+//! a plan or template, and a time window.
 //!
 //! Checked after every step: at most one create per run key; no create without its intent
 //! landed; no create while an earlier create of the same object is unknown to it (an unclear
