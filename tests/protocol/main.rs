@@ -721,6 +721,26 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
 }
 
 #[test]
+fn the_simulation_catches_a_re_created_object_that_runs_again() {
+    // The run records are what keep a re-created object from running its job again. With a
+    // store whose list of records comes back empty (the guard finds nothing), some seed among
+    // the first hundred must create a second job for a fingerprint; if none does, the
+    // simulation is too weak to guard the records.
+    let setup = Setup {
+        records_visible: false,
+        ..FAITHFUL
+    };
+    for seed in 1..=100 {
+        if let Err(e) = case(seed, setup) {
+            println!("without run records, seed {seed}: {e}");
+            assert!(e.contains("fingerprint"), "seed {seed}: {e}");
+            return;
+        }
+    }
+    panic!("no invariant broke without run records");
+}
+
+#[test]
 fn the_simulation_catches_writes_without_the_resource_version_precondition() {
     // The fence is what keeps two instances (or a stale cache) from both submitting. With a
     // store that ignores resourceVersion, some seed among the first hundred must break an
