@@ -95,6 +95,9 @@ pub struct World {
     pub not_sent: u64,
     /// Runs (namespace, key) that adopted the job of an object deleted since.
     pub orphans_adopted: std::collections::BTreeSet<(String, String)>,
+    /// Of those, the runs that adopted a job a run record claims for another run (the record of
+    /// the deleted object's run was there to tell the search whose job it is).
+    pub orphans_claimed: std::collections::BTreeSet<(String, String)>,
     /// Run records by namespace and name.
     pub records: BTreeMap<(String, String), BkRun>,
 }
@@ -125,6 +128,7 @@ impl World {
             events: 0,
             not_sent: 0,
             orphans_adopted: Default::default(),
+            orphans_claimed: Default::default(),
             records: BTreeMap::new(),
         }
     }
@@ -379,6 +383,21 @@ impl World {
                     // no object claims it any more, so a search by content cannot tell it apart.
                     // Counted, not a failure here.
                     Some(job) if self.uid_in(&job.ns) != Some(job.uid.as_str()) => {
+                        let claimed = self.records.values().any(|r| {
+                            r.spec.job_id.as_deref() == Some(id.as_str()) && r.spec.run_key != key
+                        });
+                        if claimed
+                            && !self.orphans_claimed.contains(&(ns.clone(), key.clone()))
+                            && std::env::var_os("BKOPS_SIM_TRACE").is_some()
+                        {
+                            eprintln!(
+                                "{ns}: run {key} follows job {id} of run {} of deleted object {}, which a run record claims",
+                                job.key, job.uid
+                            );
+                        }
+                        if claimed {
+                            self.orphans_claimed.insert((ns.clone(), key.clone()));
+                        }
                         orphans.insert((ns.clone(), key));
                     }
                     Some(job) => found.push(format!(

@@ -264,6 +264,9 @@ struct Coverage {
     unknown: u64,
     not_sent: u64,
     orphans_adopted: u64,
+    orphans_claimed: u64,
+    /// Seeds where a run adopted a job a record claims.
+    orphans_claimed_seeds: Vec<u64>,
     final_phases: BTreeMap<String, u64>,
     /// Re-creations, by how the manifest came.
     recreations: BTreeMap<&'static str, u64>,
@@ -289,6 +292,9 @@ impl Coverage {
         self.unknown += other.unknown;
         self.not_sent += other.not_sent;
         self.orphans_adopted += other.orphans_adopted;
+        self.orphans_claimed += other.orphans_claimed;
+        self.orphans_claimed_seeds
+            .extend(other.orphans_claimed_seeds);
         for (k, v) in other.final_phases {
             *self.final_phases.entry(k).or_default() += v;
         }
@@ -552,6 +558,10 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
     cov.creates = w.jobs.len() as u64;
     cov.not_sent = w.not_sent;
     cov.orphans_adopted = w.orphans_adopted.len() as u64;
+    cov.orphans_claimed = w.orphans_claimed.len() as u64;
+    if cov.orphans_claimed > 0 {
+        cov.orphans_claimed_seeds.push(seed);
+    }
     for r in &w.recreations {
         *cov.recreations.entry(r.how).or_default() += 1;
         let what = match (r.run_policy, r.record, r.job) {
@@ -663,7 +673,7 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
     let points: BTreeSet<&str> = total.crash_points.keys().copied().collect();
     println!(
         "{} seeds, {} steps, {} creates ({} given up unsent); kills at {} await points ({} reconciles killed): {:?}; final phases {:?}; \
-         runs that adopted the job of an object deleted since by a content search: {}",
+         runs that adopted the job of an object deleted since by a content search: {} ({} of them a job a run record claims for another run, seeds {:?})",
         seeds.len(),
         total.steps,
         total.creates,
@@ -673,6 +683,8 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
         total.crash_points,
         total.final_phases,
         total.orphans_adopted,
+        total.orphans_claimed,
+        &total.orphans_claimed_seeds[..total.orphans_claimed_seeds.len().min(10)],
     );
     println!(
         "re-creations {:?} ({} in all), by what their fingerprint had then: {:?}; re-created objects that adopted an earlier run from its record: {} with its job (creates avoided), {} of unknown outcome (Unknown); \
