@@ -607,7 +607,10 @@ impl ObjectStore for SimStore {
         let result: Result<K, StoreError> = {
             let mut w = lock(&self.world);
             let cas = w.compare_and_swap;
-            if w.fault(50) {
+            // Like the API server's, a timeout comes before the write commits or after.
+            let timeout = w.fault(50);
+            let committed = !timeout || w.rng.random_bool(0.5);
+            let result = if !committed {
                 Err(StoreError::Other("the API server timed out".into()))
             } else {
                 match w.objects.get_mut(ns) {
@@ -643,8 +646,19 @@ impl ObjectStore for SimStore {
                         parse(obj)
                     }
                 }
+            };
+            if timeout {
+                if committed && result.is_ok() && std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                    eprintln!("status of {ns} written, the answer timed out");
+                }
+                Err(StoreError::Other("the API server timed out".into()))
+            } else {
+                result
             }
         };
+        if result.is_err() {
+            landed = None;
+        }
         if intent {
             if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
                 eprintln!(
@@ -674,7 +688,10 @@ impl ObjectStore for SimStore {
         let result = {
             let mut w = lock(&self.world);
             let cas = w.compare_and_swap;
-            match w.objects.get_mut(ns) {
+            let timeout = w.fault(30);
+            let committed = !timeout || w.rng.random_bool(0.5);
+            let result = match w.objects.get_mut(ns) {
+                _ if !committed => Ok(()),
                 None => Err(StoreError::NotFound),
                 Some(obj)
                     if cas && resource_version.is_some() && rv_of(obj) != resource_version =>
@@ -692,6 +709,11 @@ impl ObjectStore for SimStore {
                     }
                     Ok(())
                 }
+            };
+            if timeout {
+                Err(StoreError::Other("the API server timed out".into()))
+            } else {
+                result
             }
         };
         point(&self.world, "store.finalizers.answered").await;
