@@ -98,6 +98,8 @@ pub struct World {
     /// Of those, the runs that adopted a job a run record claims for another run (the record of
     /// the deleted object's run was there to tell the search whose job it is).
     pub orphans_claimed: std::collections::BTreeSet<(String, String)>,
+    /// Jobs that runs of two objects in the cluster followed at once (by run key and uid).
+    pub shared_jobs: std::collections::BTreeSet<i64>,
     /// Run records by namespace and name.
     pub records: BTreeMap<(String, String), BkRun>,
 }
@@ -129,6 +131,7 @@ impl World {
             not_sent: 0,
             orphans_adopted: Default::default(),
             orphans_claimed: Default::default(),
+            shared_jobs: Default::default(),
             records: BTreeMap::new(),
         }
     }
@@ -368,6 +371,8 @@ impl World {
     pub fn check_records(&mut self) {
         let mut found = Vec::new();
         let mut orphans = std::collections::BTreeSet::new();
+        // Which objects' current runs follow each job.
+        let mut followers: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for (ns, obj) in &self.objects {
             let Some(status) = obj
                 .get("status")
@@ -375,6 +380,15 @@ impl World {
             else {
                 continue;
             };
+            if let Some(run) = &status.run
+                && let Some(id) = &run.job_id
+            {
+                let uid = obj.pointer("/metadata/uid").and_then(Value::as_str);
+                followers
+                    .entry(id.clone())
+                    .or_default()
+                    .push((uid.unwrap_or_default().to_owned(), run.key.clone()));
+            }
             for (key, id) in records(&status) {
                 let Some(id) = id else { continue };
                 match self.jobs.iter().find(|j| j.id.to_string() == id) {
@@ -412,6 +426,15 @@ impl World {
         }
         self.violations.extend(found);
         self.orphans_adopted.extend(orphans);
+        for (id, who) in followers {
+            let Ok(id) = id.parse::<i64>() else { continue };
+            if who.len() > 1
+                && self.shared_jobs.insert(id)
+                && std::env::var_os("BKOPS_SIM_TRACE").is_some()
+            {
+                eprintln!("job {id} followed at once by {who:?}");
+            }
+        }
     }
 
     fn fault(&mut self, per_mille: u32) -> bool {

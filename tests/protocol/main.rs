@@ -265,6 +265,9 @@ struct Coverage {
     not_sent: u64,
     orphans_adopted: u64,
     orphans_claimed: u64,
+    /// Jobs the current runs of two objects followed at once, and the seeds.
+    shared_jobs: u64,
+    shared_jobs_seeds: Vec<u64>,
     /// Seeds where a run adopted a job a record claims.
     orphans_claimed_seeds: Vec<u64>,
     final_phases: BTreeMap<String, u64>,
@@ -293,6 +296,8 @@ impl Coverage {
         self.not_sent += other.not_sent;
         self.orphans_adopted += other.orphans_adopted;
         self.orphans_claimed += other.orphans_claimed;
+        self.shared_jobs += other.shared_jobs;
+        self.shared_jobs_seeds.extend(other.shared_jobs_seeds);
         self.orphans_claimed_seeds
             .extend(other.orphans_claimed_seeds);
         for (k, v) in other.final_phases {
@@ -562,6 +567,10 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
     if cov.orphans_claimed > 0 {
         cov.orphans_claimed_seeds.push(seed);
     }
+    cov.shared_jobs = w.shared_jobs.len() as u64;
+    if cov.shared_jobs > 0 {
+        cov.shared_jobs_seeds.push(seed);
+    }
     for r in &w.recreations {
         *cov.recreations.entry(r.how).or_default() += 1;
         let what = match (r.run_policy, r.record, r.job) {
@@ -673,7 +682,8 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
     let points: BTreeSet<&str> = total.crash_points.keys().copied().collect();
     println!(
         "{} seeds, {} steps, {} creates ({} given up unsent); kills at {} await points ({} reconciles killed): {:?}; final phases {:?}; \
-         runs that adopted the job of an object deleted since by a content search: {} ({} of them a job a run record claims for another run, seeds {:?})",
+         runs that adopted the job of an object deleted since by a content search: {} ({} of them a job a run record claims for another run, seeds {:?}); \
+         jobs the current runs of two objects followed at once: {} (seeds {:?})",
         seeds.len(),
         total.steps,
         total.creates,
@@ -685,6 +695,8 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
         total.orphans_adopted,
         total.orphans_claimed,
         &total.orphans_claimed_seeds[..total.orphans_claimed_seeds.len().min(10)],
+        total.shared_jobs,
+        &total.shared_jobs_seeds[..total.shared_jobs_seeds.len().min(10)],
     );
     println!(
         "re-creations {:?} ({} in all), by what their fingerprint had then: {:?}; re-created objects that adopted an earlier run from its record: {} with its job (creates avoided), {} of unknown outcome (Unknown); \
