@@ -100,6 +100,9 @@ pub struct World {
     pub orphans_claimed: std::collections::BTreeSet<(String, String)>,
     /// Jobs that runs of two objects in the cluster followed at once (by run key and uid).
     pub shared_jobs: std::collections::BTreeSet<i64>,
+    /// Runs with a job id (current or in history) that had no run record when their object went:
+    /// a re-created object with that run's manifest would run again.
+    pub unrecorded: Vec<String>,
     /// Run records by namespace and name.
     pub records: BTreeMap<(String, String), BkRun>,
 }
@@ -132,6 +135,7 @@ impl World {
             orphans_adopted: Default::default(),
             orphans_claimed: Default::default(),
             shared_jobs: Default::default(),
+            unrecorded: Vec::new(),
             records: BTreeMap::new(),
         }
     }
@@ -233,7 +237,25 @@ impl World {
     }
 
     fn remove(&mut self, ns: &str) {
-        self.objects.remove(ns);
+        let gone = self.objects.remove(ns);
+        if let Some(status) = gone
+            .as_ref()
+            .and_then(|o| o.get("status"))
+            .and_then(|s| serde_json::from_value::<JobStatus>(s.clone()).ok())
+        {
+            for (key, id) in records(&status) {
+                let Some(id) = id else { continue };
+                if !self.records.values().any(|r| r.spec.run_key == key) {
+                    let uid = gone.as_ref().and_then(|o| o.pointer("/metadata/uid"));
+                    let what =
+                        format!("{ns}: run {key} of {uid:?} (job {id}) went without a run record");
+                    if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                        eprintln!("{what}");
+                    }
+                    self.unrecorded.push(what);
+                }
+            }
+        }
         self.rv += 1;
         let rv = self.rv;
         self.versions

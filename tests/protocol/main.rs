@@ -268,6 +268,9 @@ struct Coverage {
     /// Jobs the current runs of two objects followed at once, and the seeds.
     shared_jobs: u64,
     shared_jobs_seeds: Vec<u64>,
+    /// Runs with a job that had no record when their object went, and the seeds.
+    unrecorded: u64,
+    unrecorded_seeds: Vec<u64>,
     /// Seeds where a run adopted a job a record claims.
     orphans_claimed_seeds: Vec<u64>,
     final_phases: BTreeMap<String, u64>,
@@ -298,6 +301,8 @@ impl Coverage {
         self.orphans_claimed += other.orphans_claimed;
         self.shared_jobs += other.shared_jobs;
         self.shared_jobs_seeds.extend(other.shared_jobs_seeds);
+        self.unrecorded += other.unrecorded;
+        self.unrecorded_seeds.extend(other.unrecorded_seeds);
         self.orphans_claimed_seeds
             .extend(other.orphans_claimed_seeds);
         for (k, v) in other.final_phases {
@@ -402,7 +407,10 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
             }
             // A kill: the reconciles stop where they are, memory is lost, the cache relisted.
             91..=94 => {
-                for (_, (_, at)) in std::mem::take(&mut instances[i].inflight) {
+                for (ns, (_, at)) in std::mem::take(&mut instances[i].inflight) {
+                    if trace() {
+                        eprintln!("kill inst {i}: its reconcile of {ns} stops at {at}");
+                    }
                     *cov.crash_points.entry(at).or_default() += 1;
                 }
                 instances[i] = Instance::start(&world, grace);
@@ -567,6 +575,10 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
     if cov.orphans_claimed > 0 {
         cov.orphans_claimed_seeds.push(seed);
     }
+    cov.unrecorded = w.unrecorded.len() as u64;
+    if cov.unrecorded > 0 {
+        cov.unrecorded_seeds.push(seed);
+    }
     cov.shared_jobs = w.shared_jobs.len() as u64;
     if cov.shared_jobs > 0 {
         cov.shared_jobs_seeds.push(seed);
@@ -683,7 +695,8 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
     println!(
         "{} seeds, {} steps, {} creates ({} given up unsent); kills at {} await points ({} reconciles killed): {:?}; final phases {:?}; \
          runs that adopted the job of an object deleted since by a content search: {} ({} of them a job a run record claims for another run, seeds {:?}); \
-         jobs the current runs of two objects followed at once: {} (seeds {:?})",
+         jobs the current runs of two objects followed at once: {} (seeds {:?}); \
+         runs with a job that had no run record when their object went: {} (seeds {:?})",
         seeds.len(),
         total.steps,
         total.creates,
@@ -697,6 +710,8 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
         &total.orphans_claimed_seeds[..total.orphans_claimed_seeds.len().min(10)],
         total.shared_jobs,
         &total.shared_jobs_seeds[..total.shared_jobs_seeds.len().min(10)],
+        total.unrecorded,
+        &total.unrecorded_seeds[..total.unrecorded_seeds.len().min(10)],
     );
     println!(
         "re-creations {:?} ({} in all), by what their fingerprint had then: {:?}; re-created objects that adopted an earlier run from its record: {} with its job (creates avoided), {} of unknown outcome (Unknown); \
