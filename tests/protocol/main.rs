@@ -23,7 +23,9 @@
 //! calm phase checks that every object, re-created ones too, reaches a final phase or
 //! `Unknown`.
 //!
-//! `BKOPS_SIM_SEEDS=N` runs N seeds instead of the default; `BKOPS_SIM_SEED=S` replays one.
+//! `BKOPS_SIM_SEEDS=N` runs N seeds instead of the default; `BKOPS_SIM_SEED=S` replays one;
+//! `BKOPS_SIM_KEEP_GOING=1` runs every seed and reports all that fail; `BKOPS_SIM_TRACE=1`
+//! prints every step, intent, create, record write, re-creation and kill.
 
 mod fakes;
 
@@ -377,24 +379,33 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
     for _ in 0..STEPS {
         cov.steps += 1;
         let i = rng.random_range(0..2);
+        // What this step did, for the trace.
+        let mut did = String::new();
         match rng.random_range(0..100) {
             // Advance a reconcile.
             0..=54 => {
                 let running: Vec<String> = instances[i].inflight.keys().cloned().collect();
                 if !running.is_empty() {
                     let ns = pick(&mut rng, &running);
-                    instances[i].step(&world, &ns);
+                    let done = instances[i].step(&world, &ns);
+                    did = if done {
+                        format!("{ns}: reconcile done")
+                    } else {
+                        format!("{ns}: at {}", lock(&world).at)
+                    };
                 }
             }
             // Start a reconcile from the cache.
             55..=69 => {
                 let ns = pick(&mut rng, &namespaces);
                 instances[i].reconcile(&ns);
+                did = format!("{ns}: reconcile from the cache");
             }
             // Deliver a watch event: a later version of one object, maybe not the latest.
             70..=81 => {
                 let ns = pick(&mut rng, &namespaces);
                 deliver(&world, &mut instances[i], &ns, &mut rng);
+                did = format!("{ns}: watch event");
             }
             // Time passes: mostly seconds, sometimes past the grace window.
             82..=90 => {
@@ -404,6 +415,7 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                     rng.random_range(1..15)
                 };
                 lock(&world).advance(Duration::from_secs(secs));
+                did = format!("clock +{secs}s");
             }
             // A kill: the reconciles stop where they are, memory is lost, the cache relisted.
             91..=94 => {
@@ -414,11 +426,13 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                     *cov.crash_points.entry(at).or_default() += 1;
                 }
                 instances[i] = Instance::start(&world, grace);
+                did = "killed and restarted".to_owned();
             }
             // A person edits an object (a new run; tokens are never reused).
             95..=97 => {
                 let ns = pick(&mut rng, &namespaces);
                 lock(&world).edit(&ns, format!("t{}", cov.steps));
+                did = format!("{ns}: edited (rerunToken t{})", cov.steps);
             }
             // A person deletes an object, deletes and re-creates it in one go (Argo CD
             // Replace=true: created again once the old one is gone), or re-creates a deleted one.
@@ -437,8 +451,10 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                     if ran || rng.random_bool(0.3) {
                         if rng.random_bool(0.4) {
                             w.delete(&ns);
+                            did = format!("{ns}: deleted");
                         } else if rng.random_bool(0.25) {
                             w.delete(&ns);
+                            did = format!("{ns}: deleted, to be re-created once gone");
                             w.replacing.insert(ns);
                         }
                     }
@@ -481,9 +497,8 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                 })
                 .collect();
             eprintln!(
-                "step {} inst {i} at {} t={} {}",
+                "step {} inst {i} {did} t={} {}",
                 cov.steps,
-                w.at,
                 w.now.format("%H:%M:%S"),
                 phases.join(" ")
             );
@@ -507,6 +522,9 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
             for ns in running {
                 let mut polls = 0;
                 while !inst.step(&world, &ns) {
+                    if trace() {
+                        eprintln!("calm {ns}: at {}", lock(&world).at);
+                    }
                     polls += 1;
                     if polls > 10_000 {
                         return Err(format!("{ns}: a reconcile never finished"));
@@ -682,10 +700,17 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
     let seeds = seeds();
+    // BKOPS_SIM_KEEP_GOING: run every seed, then report all that failed.
+    let keep_going = std::env::var_os("BKOPS_SIM_KEEP_GOING").is_some();
+    let mut failed = Vec::new();
     let mut total = Coverage::default();
     for &seed in &seeds {
         match case(seed, FAITHFUL) {
             Ok(c) => total.add(c),
+            Err(e) if keep_going => {
+                println!("seed {seed}: {e}");
+                failed.push(seed);
+            }
             Err(e) => {
                 panic!("seed {seed}: {e}\nreplay: BKOPS_SIM_SEED={seed} cargo test --test protocol")
             }
@@ -723,6 +748,11 @@ fn exactly_once_holds_under_kills_lagging_caches_and_faults() {
         total.adopted_record_unknown,
         total.recreated_creates_run_policy,
         total.recreated_creates,
+    );
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed: {failed:?}",
+        failed.len()
     );
     if seeds.len() as u64 >= DEFAULT_SEEDS {
         // The cases must reach the protocol's critical points, not only idle ones.
