@@ -473,8 +473,16 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                             .map(|v| v.to_string())
                             .unwrap_or_default()
                     };
+                    let history: Vec<String> = o
+                        .and_then(|o| o.pointer("/status/history"))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|h| h.get("jobId").and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .collect();
                     format!(
-                        "{ns}{}={}/{}/{}",
+                        "{ns}{}={}/{}/{}{}",
                         o.and_then(|o| o.pointer("/metadata/uid"))
                             .and_then(Value::as_str)
                             .map(|uid| format!(
@@ -492,7 +500,12 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                             .unwrap_or_default(),
                         p("/status/phase"),
                         p("/status/run/key"),
-                        p("/status/run/jobId")
+                        p("/status/run/jobId"),
+                        if history.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" history{history:?}")
+                        }
                     )
                 })
                 .collect();
