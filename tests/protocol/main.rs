@@ -526,7 +526,7 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
     // passes. Every object must reach a final phase or Unknown.
     lock(&world).faults = false;
     for _ in 0..200 {
-        for inst in instances.iter_mut() {
+        for (i, inst) in instances.iter_mut().enumerate() {
             inst.relist(&world);
             for ns in &namespaces {
                 inst.reconcile(ns);
@@ -536,7 +536,7 @@ fn case(seed: u64, setup: Setup) -> Result<Coverage, String> {
                 let mut polls = 0;
                 while !inst.step(&world, &ns) {
                     if trace() {
-                        eprintln!("calm {ns}: at {}", lock(&world).at);
+                        eprintln!("calm inst {i} {ns}: at {}", lock(&world).at);
                     }
                     polls += 1;
                     if polls > 10_000 {
