@@ -644,7 +644,11 @@ impl ObjectStore for SimStore {
         patch: &Value,
     ) -> Result<K, StoreError> {
         point(&self.world, "store.patch_status.sent").await;
-        let intent = patch.pointer("/status/run/intentAt").is_some();
+        // An intent starts a run (a new key) or submits a run again (phase Submitting from
+        // Pending): the minimal merge patch carries the key or the phase. (Not intentAt: two
+        // intents in the same simulated instant have the same one, left out of the patch.)
+        let intent = patch.pointer("/status/run/key").is_some()
+            || patch.pointer("/status/run/phase").and_then(Value::as_str) == Some("Submitting");
         let expected = patch
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str);
