@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bkops::api::common::{ConnectionRef, Dependency};
-use bkops::api::{BkRun, JobStatus};
+use bkops::api::common::{ConnectionRef, Dependency, RecreatePolicy};
+use bkops::api::{AgentJob, BkRun, ExecuteJob, JobStatus, ProcessJob, Taskflow};
 use bkops::bk::facade::{
     CancelOutcome, Candidate, CreateRequest, JobPhase, JobRef, Progress, SearchQuery, SearchTarget,
     Searched, Submitted, Summary, Unsupported,
@@ -37,10 +37,14 @@ pub struct FakeJob {
     pub system: System,
     /// The namespace (one object each) whose create made it.
     pub ns: String,
-    /// The uid of that object.
+    /// The uid of that object (of the incarnation whose intent the create followed).
     pub uid: String,
     /// The run key of the intent the create followed.
     pub key: String,
+    /// The fingerprint of the object that made it, as its intent landed (empty: no intent).
+    pub fingerprint: String,
+    /// Whether that object carried `recreatePolicy: Run`.
+    pub recreate_run: bool,
     /// Plan/scope or space/template: what a content search compares.
     pub content: String,
     pub created_at: DateTime<Utc>,
@@ -60,11 +64,25 @@ pub struct World {
     /// The store checks `metadata.resourceVersion` on writes (turned off to show that the
     /// simulation catches a store without compare-and-swap).
     pub compare_and_swap: bool,
+    /// The guard's list of run records answers (turned off to show that the simulation catches
+    /// a re-created object that runs again).
+    pub records_visible: bool,
     pub rv: u64,
     /// The objects by namespace (one object per namespace, named `job`).
     pub objects: BTreeMap<String, Value>,
-    /// Every version each namespace's object had, in order; `Value::Null` once deleted.
-    pub versions: BTreeMap<String, Vec<Value>>,
+    /// Every version each namespace's object had, in order, with its resourceVersion; `None`
+    /// once deleted (a later incarnation follows with a higher resourceVersion).
+    pub versions: BTreeMap<String, Vec<(u64, Option<Value>)>>,
+    /// The manifest (kind and spec) each namespace's object was first created with, and the
+    /// one last applied (at its last creation or edit): what a person re-creates it from.
+    pub manifests: BTreeMap<String, Manifests>,
+    /// Incarnations created so far by namespace: the next one's uid is `uid-{ns}-{n}`.
+    pub incarnations: BTreeMap<String, u32>,
+    /// Namespaces whose object is deleted and re-created in one go (Argo CD `Replace=true`):
+    /// created again from the last applied manifest once the old object is gone.
+    pub replacing: std::collections::BTreeSet<String>,
+    /// Re-creations, in order.
+    pub recreations: Vec<Recreation>,
     pub jobs: Vec<FakeJob>,
     pub next_id: i64,
     /// Creates by run key.
@@ -77,6 +95,14 @@ pub struct World {
     pub not_sent: u64,
     /// Runs (namespace, key) that adopted the job of an object deleted since.
     pub orphans_adopted: std::collections::BTreeSet<(String, String)>,
+    /// Of those, the runs that adopted a job a run record claims for another run (the record of
+    /// the deleted object's run was there to tell the search whose job it is).
+    pub orphans_claimed: std::collections::BTreeSet<(String, String)>,
+    /// Jobs that runs of two objects in the cluster followed at once (by run key and uid).
+    pub shared_jobs: std::collections::BTreeSet<i64>,
+    /// Runs with a job id (current or in history) that had no run record when their object went:
+    /// a re-created object with that run's manifest would run again.
+    pub unrecorded: Vec<String>,
     /// Run records by namespace and name.
     pub records: BTreeMap<(String, String), BkRun>,
 }
@@ -91,9 +117,14 @@ impl World {
             mono: Duration::from_secs(1000),
             faults: true,
             compare_and_swap: true,
+            records_visible: true,
             rv: 1,
             objects: BTreeMap::new(),
             versions: BTreeMap::new(),
+            manifests: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            replacing: Default::default(),
+            recreations: Vec::new(),
             jobs: Vec::new(),
             next_id: 100,
             creates: BTreeMap::new(),
@@ -102,6 +133,9 @@ impl World {
             events: 0,
             not_sent: 0,
             orphans_adopted: Default::default(),
+            orphans_claimed: Default::default(),
+            shared_jobs: Default::default(),
+            unrecorded: Vec::new(),
             records: BTreeMap::new(),
         }
     }
@@ -117,18 +151,52 @@ impl World {
         if let Some(obj) = self.objects.get_mut(ns) {
             obj["metadata"]["resourceVersion"] = json!(rv);
             let copy = obj.clone();
-            self.versions.entry(ns.to_owned()).or_default().push(copy);
+            let rv = self.rv;
+            self.versions
+                .entry(ns.to_owned())
+                .or_default()
+                .push((rv, Some(copy)));
         }
     }
 
-    /// Stores a new object in `ns`.
-    pub fn create(&mut self, ns: &str, mut obj: Value) {
-        obj["metadata"]["namespace"] = json!(ns);
-        obj["metadata"]["name"] = json!("job");
-        obj["metadata"]["uid"] = json!(format!("uid-{ns}"));
-        obj["metadata"]["generation"] = json!(1);
+    /// Stores a new object in `ns` from `manifest` (kind and spec), a new incarnation with a uid
+    /// of its own; returns the uid. Like the API server, refuses (`None`) while an object of
+    /// that name exists, deleted or not.
+    pub fn create(&mut self, ns: &str, manifest: Value) -> Option<String> {
+        if self.objects.contains_key(ns) {
+            return None;
+        }
+        let n = self.incarnations.entry(ns.to_owned()).or_default();
+        // The run key takes the uid's first 8 characters other than '-': keep them distinct,
+        // as a real uid's are.
+        assert!(
+            *n < 100,
+            "{ns}: too many incarnations for distinct run keys"
+        );
+        let uid = format!("uid-{ns}-{n}");
+        *n += 1;
+        self.manifests
+            .entry(ns.to_owned())
+            .or_insert_with(|| Manifests {
+                original: manifest.clone(),
+                applied: manifest.clone(),
+            })
+            .applied = manifest.clone();
+        let mut obj = manifest;
+        obj["metadata"] = json!({
+            "namespace": ns,
+            "name": "job",
+            "uid": uid,
+            "generation": 1,
+        });
         self.objects.insert(ns.to_owned(), obj);
         self.bump(ns);
+        Some(uid)
+    }
+
+    /// The uid of the object now in `ns`.
+    pub fn uid_in(&self, ns: &str) -> Option<&str> {
+        self.objects.get(ns)?.pointer("/metadata/uid")?.as_str()
     }
 
     /// A person edits the spec (a new `rerunToken`): a new generation.
@@ -142,6 +210,10 @@ impl World {
         obj["spec"]["rerunToken"] = json!(token);
         let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         obj["metadata"]["generation"] = json!(generation);
+        let spec = obj["spec"].clone();
+        if let Some(m) = self.manifests.get_mut(ns) {
+            m.applied["spec"] = spec;
+        }
         self.bump(ns);
     }
 
@@ -165,12 +237,73 @@ impl World {
     }
 
     fn remove(&mut self, ns: &str) {
-        self.objects.remove(ns);
+        let gone = self.objects.remove(ns);
+        if let Some(status) = gone
+            .as_ref()
+            .and_then(|o| o.get("status"))
+            .and_then(|s| serde_json::from_value::<JobStatus>(s.clone()).ok())
+        {
+            for (key, id) in records(&status) {
+                let Some(id) = id else { continue };
+                if !self.records.values().any(|r| r.spec.run_key == key) {
+                    let uid = gone.as_ref().and_then(|o| o.pointer("/metadata/uid"));
+                    let what =
+                        format!("{ns}: run {key} of {uid:?} (job {id}) went without a run record");
+                    if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                        eprintln!("{what}");
+                    }
+                    self.unrecorded.push(what);
+                }
+            }
+        }
         self.rv += 1;
+        let rv = self.rv;
         self.versions
             .entry(ns.to_owned())
             .or_default()
-            .push(Value::Null);
+            .push((rv, None));
+    }
+
+    /// Creates again, from the last applied manifest, each object deleted and re-created in one
+    /// go whose old incarnation is gone now.
+    pub fn replace_gone(&mut self) {
+        let gone: Vec<String> = self
+            .replacing
+            .iter()
+            .filter(|ns| !self.objects.contains_key(*ns))
+            .cloned()
+            .collect();
+        for ns in gone {
+            self.replacing.remove(&ns);
+            let manifest = self.manifests[&ns].applied.clone();
+            self.recreate(&ns, manifest, "replaced");
+        }
+    }
+
+    /// Creates `ns`'s object again from `manifest`, noting what its fingerprint had then.
+    pub fn recreate(&mut self, ns: &str, manifest: Value, how: &'static str) -> Option<String> {
+        let uid = self.create(ns, manifest)?;
+        let (fp, run_policy) = fingerprint_of(&self.objects[ns]).expect("a job object");
+        let record = self.records.values().any(|r| r.spec.fingerprint == fp);
+        let job = self.jobs.iter().any(|j| j.fingerprint == fp);
+        if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+            eprintln!(
+                "re-created {ns} {how}: {uid}, fingerprint {fp}{} (record: {record}, job: {job})",
+                if run_policy {
+                    ", recreatePolicy Run"
+                } else {
+                    ""
+                }
+            );
+        }
+        self.recreations.push(Recreation {
+            uid: uid.clone(),
+            how,
+            run_policy,
+            record,
+            job,
+        });
+        Some(uid)
     }
 
     fn status_of(&self, ns: &str) -> Option<JobStatus> {
@@ -184,11 +317,14 @@ impl World {
             .get(ns)
             .into_iter()
             .flatten()
+            .filter_map(|(_, v)| v.as_ref())
             .any(|v| v.pointer("/status/run/key").and_then(Value::as_str) == Some(key))
     }
 
-    /// Checks a create of `key` for the object in `ns` against the invariants, before it commits.
-    fn check_create(&mut self, ns: &str, key: &str) {
+    /// Checks a create following `intent` for the object in `ns` against the invariants, before
+    /// it commits.
+    fn check_create(&mut self, ns: &str, intent: &Intent) {
+        let key = intent.key.as_str();
         if !self.intent_landed(ns, key) {
             self.violations.push(format!(
                 "{ns}: a create of run {key} without a landed intent"
@@ -200,18 +336,50 @@ impl World {
             self.violations
                 .push(format!("{ns}: run {key} created {count} times"));
         }
+        // A job committed earlier for the same fingerprint (kind, namespace, name, job-defining
+        // spec, rerunToken), by this object or an earlier one of the same name: the re-created
+        // object ran again. Allowed only with `recreatePolicy: Run` (a person confirming
+        // not-submitted, or a retry after the earlier job failed, would also allow it; the
+        // simulation does neither). A create the gateway gave up on, or that a search concluded
+        // was never made, made no job here, so it does not count.
+        if !intent.recreate_run && !intent.fingerprint.is_empty() {
+            let earlier: Vec<String> = self
+                .jobs
+                .iter()
+                .filter(|j| j.fingerprint == intent.fingerprint)
+                .map(|j| {
+                    format!(
+                        "job {} of run {} (object {}, created at {})",
+                        j.id, j.key, j.uid, j.created_at
+                    )
+                })
+                .collect();
+            if !earlier.is_empty() {
+                self.violations.push(format!(
+                    "{ns}: run {key} of object {} created at {} a second job for fingerprint {}, which already has {} (a re-created object ran again)",
+                    intent.uid,
+                    self.now,
+                    intent.fingerprint,
+                    earlier.join(", ")
+                ));
+            }
+        }
         // An earlier create of this object that the object does not know of: it was unclear,
         // and is repeated without a person saying so. (A create still in flight when its object
-        // was deleted repeats nothing: no one submits for a deleted object.)
-        if !self.objects.contains_key(ns) {
+        // was deleted repeats nothing: no one submits for a deleted object; nor does one of an
+        // object deleted and re-created since: that is another object.)
+        if self.uid_in(ns) != Some(intent.uid.as_str()) {
             return;
         }
         let known: Vec<String> = self
             .status_of(ns)
             .map(|s| records(&s).into_iter().filter_map(|(_, id)| id).collect())
             .unwrap_or_default();
-        let uid = format!("uid-{ns}");
-        for job in self.jobs.iter().filter(|j| j.uid == uid && j.key != key) {
+        for job in self
+            .jobs
+            .iter()
+            .filter(|j| j.uid == intent.uid && j.key != key)
+        {
             if !known.contains(&job.id.to_string()) {
                 self.violations.push(format!(
                     "{ns}: run {key} created at {} while job {} of run {} (created at {}) is not known to the object (an unclear create repeated)",
@@ -225,6 +393,8 @@ impl World {
     pub fn check_records(&mut self) {
         let mut found = Vec::new();
         let mut orphans = std::collections::BTreeSet::new();
+        // Which objects' current runs follow each job.
+        let mut followers: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for (ns, obj) in &self.objects {
             let Some(status) = obj
                 .get("status")
@@ -232,14 +402,38 @@ impl World {
             else {
                 continue;
             };
+            if let Some(run) = &status.run
+                && let Some(id) = &run.job_id
+            {
+                let uid = obj.pointer("/metadata/uid").and_then(Value::as_str);
+                followers
+                    .entry(id.clone())
+                    .or_default()
+                    .push((uid.unwrap_or_default().to_owned(), run.key.clone()));
+            }
             for (key, id) in records(&status) {
                 let Some(id) = id else { continue };
                 match self.jobs.iter().find(|j| j.id.to_string() == id) {
                     Some(job) if job.key == key => {}
-                    // The job of an object deleted since: nothing in the cluster claims it any
-                    // more, so a search by content cannot tell it apart (records of runs that
-                    // outlive their object close this). Counted, not a failure here.
-                    Some(job) if !self.objects.contains_key(&job.ns) => {
+                    // The job of an object deleted since (maybe re-created as another object):
+                    // no object claims it any more, so a search by content cannot tell it apart.
+                    // Counted, not a failure here.
+                    Some(job) if self.uid_in(&job.ns) != Some(job.uid.as_str()) => {
+                        let claimed = self.records.values().any(|r| {
+                            r.spec.job_id.as_deref() == Some(id.as_str()) && r.spec.run_key != key
+                        });
+                        if claimed
+                            && !self.orphans_claimed.contains(&(ns.clone(), key.clone()))
+                            && std::env::var_os("BKOPS_SIM_TRACE").is_some()
+                        {
+                            eprintln!(
+                                "{ns}: run {key} follows job {id} of run {} of deleted object {}, which a run record claims",
+                                job.key, job.uid
+                            );
+                        }
+                        if claimed {
+                            self.orphans_claimed.insert((ns.clone(), key.clone()));
+                        }
                         orphans.insert((ns.clone(), key));
                     }
                     Some(job) => found.push(format!(
@@ -254,6 +448,15 @@ impl World {
         }
         self.violations.extend(found);
         self.orphans_adopted.extend(orphans);
+        for (id, who) in followers {
+            let Ok(id) = id.parse::<i64>() else { continue };
+            if who.len() > 1
+                && self.shared_jobs.insert(id)
+                && std::env::var_os("BKOPS_SIM_TRACE").is_some()
+            {
+                eprintln!("job {id} followed at once by {who:?}");
+            }
+        }
     }
 
     fn fault(&mut self, per_mille: u32) -> bool {
@@ -322,8 +525,68 @@ pub struct SimStore {
     pub intents: Intents,
 }
 
-/// Run keys by namespace.
-pub type Intents = Arc<Mutex<BTreeMap<String, String>>>;
+/// A re-created object, and what was there for its fingerprint when it was created.
+#[derive(Clone, Debug)]
+pub struct Recreation {
+    pub uid: String,
+    /// From what manifest.
+    pub how: &'static str,
+    /// Whether it carries `recreatePolicy: Run`.
+    pub run_policy: bool,
+    /// Whether a run record of its fingerprint existed.
+    pub record: bool,
+    /// Whether a job of its fingerprint existed.
+    pub job: bool,
+}
+
+/// The manifests a namespace's object is created from (kind and spec).
+#[derive(Clone, Debug)]
+pub struct Manifests {
+    /// As first created.
+    pub original: Value,
+    /// As last applied (created or edited).
+    pub applied: Value,
+}
+
+/// An intent that landed: the run and the object (incarnation) it was written to.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    pub key: String,
+    pub uid: String,
+    /// The object's fingerprint as the operator computes it from the typed object.
+    pub fingerprint: String,
+    /// Whether the object carries `recreatePolicy: Run`.
+    pub recreate_run: bool,
+}
+
+/// Intents by namespace.
+pub type Intents = Arc<Mutex<BTreeMap<String, Intent>>>;
+
+/// The fingerprint of `obj` (`bkops::run::fingerprint` of its kind, namespace, name, spec hash
+/// and rerunToken, computed from the typed object as the operator does), and whether it carries
+/// `recreatePolicy: Run`.
+pub fn fingerprint_of(obj: &Value) -> Option<(String, bool)> {
+    fn of<K: JobKind>(obj: &Value) -> Option<(String, bool)> {
+        let typed: K = serde_json::from_value(obj.clone()).ok()?;
+        let meta = typed.meta();
+        let common = typed.common();
+        let fp = bkops::run::fingerprint(
+            K::NAME,
+            meta.namespace.as_deref()?,
+            meta.name.as_deref()?,
+            &bkops::run::spec_hash(&typed.spec_json()),
+            common.rerun_token.as_deref(),
+        );
+        Some((fp, common.recreate_policy == Some(RecreatePolicy::Run)))
+    }
+    match obj["kind"].as_str()? {
+        "ExecuteJob" => of::<ExecuteJob>(obj),
+        "ProcessJob" => of::<ProcessJob>(obj),
+        "AgentJob" => of::<AgentJob>(obj),
+        "Taskflow" => of::<Taskflow>(obj),
+        _ => None,
+    }
+}
 
 fn rv_of(v: &Value) -> Option<&str> {
     v.pointer("/metadata/resourceVersion")
@@ -381,14 +644,22 @@ impl ObjectStore for SimStore {
         patch: &Value,
     ) -> Result<K, StoreError> {
         point(&self.world, "store.patch_status.sent").await;
-        let intent = patch.pointer("/status/run/intentAt").is_some();
+        // An intent starts a run (a new key) or submits a run again (phase Submitting from
+        // Pending): the minimal merge patch carries the key or the phase. (Not intentAt: two
+        // intents in the same simulated instant have the same one, left out of the patch.)
+        let intent = patch.pointer("/status/run/key").is_some()
+            || patch.pointer("/status/run/phase").and_then(Value::as_str) == Some("Submitting");
         let expected = patch
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str);
+        let mut landed = None;
         let result: Result<K, StoreError> = {
             let mut w = lock(&self.world);
             let cas = w.compare_and_swap;
-            if w.fault(50) {
+            // Like the API server's, a timeout comes before the write commits or after.
+            let timeout = w.fault(50);
+            let committed = !timeout || w.rng.random_bool(0.5);
+            let result = if !committed {
                 Err(StoreError::Other("the API server timed out".into()))
             } else {
                 match w.objects.get_mut(ns) {
@@ -406,11 +677,37 @@ impl ObjectStore for SimStore {
                             &patch["status"],
                         );
                         w.bump(ns);
-                        parse(&w.objects[ns])
+                        let obj = &w.objects[ns];
+                        if let (Some(key), Some((fingerprint, recreate_run))) = (
+                            obj.pointer("/status/run/key").and_then(Value::as_str),
+                            fingerprint_of(obj),
+                        ) {
+                            landed = Some(Intent {
+                                key: key.to_owned(),
+                                uid: obj["metadata"]["uid"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                                fingerprint,
+                                recreate_run,
+                            });
+                        }
+                        parse(obj)
                     }
                 }
+            };
+            if timeout {
+                if committed && result.is_ok() && std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                    eprintln!("status of {ns} written, the answer timed out");
+                }
+                Err(StoreError::Other("the API server timed out".into()))
+            } else {
+                result
             }
         };
+        if result.is_err() {
+            landed = None;
+        }
         if intent {
             if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
                 eprintln!(
@@ -420,13 +717,8 @@ impl ObjectStore for SimStore {
                 );
             }
             let mut intents = self.intents.lock().unwrap_or_else(|e| e.into_inner());
-            match result
-                .as_ref()
-                .ok()
-                .and_then(|o| o.job_status())
-                .and_then(|s| s.run.as_ref())
-            {
-                Some(run) => intents.insert(ns.to_owned(), run.key.clone()),
+            match landed {
+                Some(intent) => intents.insert(ns.to_owned(), intent),
                 None => intents.remove(ns),
             };
         }
@@ -445,7 +737,10 @@ impl ObjectStore for SimStore {
         let result = {
             let mut w = lock(&self.world);
             let cas = w.compare_and_swap;
-            match w.objects.get_mut(ns) {
+            let timeout = w.fault(30);
+            let committed = !timeout || w.rng.random_bool(0.5);
+            let result = match w.objects.get_mut(ns) {
+                _ if !committed => Ok(()),
                 None => Err(StoreError::NotFound),
                 Some(obj)
                     if cas && resource_version.is_some() && rv_of(obj) != resource_version =>
@@ -463,6 +758,11 @@ impl ObjectStore for SimStore {
                     }
                     Ok(())
                 }
+            };
+            if timeout {
+                Err(StoreError::Other("the API server timed out".into()))
+            } else {
+                result
             }
         };
         point(&self.world, "store.finalizers.answered").await;
@@ -477,22 +777,47 @@ impl ObjectStore for SimStore {
         point(&self.world, "store.record.sent").await;
         let result = {
             let mut w = lock(&self.world);
-            if w.fault(50) {
+            // Like the API server's, a timeout comes before the write commits or after.
+            let timeout = w.fault(50);
+            let committed = !timeout || w.rng.random_bool(0.5);
+            let name = record.metadata.name.clone().unwrap_or_default();
+            let created = match w.records.get_mut(&(ns.to_owned(), name.clone())) {
+                _ if !committed => false,
+                // It exists: a merge patch of the spec without `jobUid` (as the operator's
+                // store sends it), so fields the new spec leaves out are kept.
+                Some(old) => {
+                    let mut spec = serde_json::to_value(&old.spec).expect("a spec");
+                    let mut patch = serde_json::to_value(&record.spec).expect("a spec");
+                    if let Some(p) = patch.as_object_mut() {
+                        p.remove("jobUid");
+                    }
+                    merge(&mut spec, &patch);
+                    old.spec = serde_json::from_value(spec).expect("a merged spec");
+                    false
+                }
+                None => {
+                    w.records
+                        .insert((ns.to_owned(), name.clone()), record.clone());
+                    true
+                }
+            };
+            if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
+                eprintln!(
+                    "record {ns}/{name} job {:?} phase {} fingerprint {}: {}",
+                    record.spec.job_id,
+                    record.spec.phase,
+                    record.spec.fingerprint,
+                    match (timeout, committed) {
+                        (false, _) => "written",
+                        (true, true) => "written, answer timed out",
+                        (true, false) => "timed out, not written",
+                    }
+                );
+            }
+            if timeout {
                 Err(StoreError::Other("the API server timed out".into()))
             } else {
-                let name = record.metadata.name.clone().unwrap_or_default();
-                match w.records.get_mut(&(ns.to_owned(), name.clone())) {
-                    Some(old) => {
-                        let uid = old.spec.job_uid.clone();
-                        *old = record.clone();
-                        old.spec.job_uid = uid;
-                        Ok(false)
-                    }
-                    None => {
-                        w.records.insert((ns.to_owned(), name), record.clone());
-                        Ok(true)
-                    }
-                }
+                Ok(created)
             }
         };
         point(&self.world, "store.record.answered").await;
@@ -510,6 +835,9 @@ impl ObjectStore for SimStore {
         let mut w = lock(&self.world);
         if w.fault(30) {
             return Err(StoreError::Other("the API server timed out".into()));
+        }
+        if !w.records_visible {
+            return Ok(Vec::new());
         }
         Ok(w.records
             .iter()
@@ -742,13 +1070,19 @@ impl JobSystem for SimBk {
         let answer = {
             let mut w = lock(&self.world);
             // The intent this create follows: this instance's last that landed.
-            let key = self
+            let intent = self
                 .intents
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&self.ns)
                 .cloned()
-                .unwrap_or_else(|| "(no intent)".into());
+                .unwrap_or_else(|| Intent {
+                    key: "(no intent)".into(),
+                    uid: String::new(),
+                    fingerprint: String::new(),
+                    recreate_run: false,
+                });
+            let key = intent.key.clone();
             if w.fault(80) {
                 Err(http(system, "create", CallKind::Create, 429))
             } else if w.fault(80) {
@@ -758,11 +1092,13 @@ impl JobSystem for SimBk {
                 // Too slow: the gateway gave up, and the backend with it.
                 Err(http(system, "create", CallKind::Create, 504))
             } else {
-                w.check_create(&self.ns, &key);
+                w.check_create(&self.ns, &intent);
                 if std::env::var_os("BKOPS_SIM_TRACE").is_some() {
                     eprintln!(
-                        "create {} for {key} at {}",
+                        "create {} for {key} of {} (fingerprint {}) at {}",
                         w.next_id,
+                        intent.uid,
+                        intent.fingerprint,
                         w.now.format("%H:%M:%S")
                     );
                 }
@@ -778,8 +1114,10 @@ impl JobSystem for SimBk {
                     id,
                     system,
                     ns: self.ns.clone(),
-                    uid: format!("uid-{}", self.ns),
+                    uid: intent.uid,
                     key,
+                    fingerprint: intent.fingerprint,
+                    recreate_run: intent.recreate_run,
                     content,
                     created_at: w.now,
                     started: false,
