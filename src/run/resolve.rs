@@ -76,7 +76,10 @@ pub fn resolution(
         .collect();
     let open = searched_for < grace;
     let contested = contested && !stores_key;
-    let certain = |f: &Found| stores_key || (f.content_matched == Some(true) && !contested);
+    // A content match is this run's job only if the search saw every candidate: an incomplete
+    // one may have missed this run's own job, and the one it shows may be another's.
+    let certain =
+        |f: &Found| stores_key || (f.content_matched == Some(true) && !contested && complete);
     let ids = || plausible.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
     match plausible.as_slice() {
         [one] if certain(one) => Resolution::Adopt(one.id.clone()),
@@ -272,6 +275,17 @@ mod tests {
                 "{found:?} after={after:?}"
             );
         }
+        // A search that did not see every candidate never adopts by content: its one match may
+        // be another run's job, and this run's own may be among those it did not see.
+        let one = vec![job("1", false, Some(true), None)];
+        assert_eq!(
+            resolution(&one, false, false, EARLY, GRACE, false),
+            Resolution::Wait
+        );
+        assert_eq!(
+            resolution(&one, false, false, LATE, GRACE, false),
+            unknown(reason::UNKNOWN_SUBMISSION, &["1"])
+        );
     }
 
     #[test]

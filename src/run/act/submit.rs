@@ -153,6 +153,16 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 return Ok(next);
             }
         }
+        // The run this one replaces in status leaves for history: its record must be there
+        // first (a process that wrote it may have died before it did).
+        if let Some(previous) = status
+            .run
+            .as_ref()
+            .filter(|r| r.key != run_key(&self.uid, self.generation, attempt))
+            && !self.keep_record(previous).await
+        {
+            return Ok(Next::Requeue(Duration::from_secs(5)));
+        }
         let key = run_key(&self.uid, self.generation, attempt);
         // A create reads its connection now: a deleted connection or a changed Secret counts
         // from the next create on.

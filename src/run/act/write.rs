@@ -93,7 +93,13 @@ pub fn status_hash(status: Option<&JobStatus>) -> u64 {
 /// dropped (`None`).
 pub fn over_fresh(fresh: &JobStatus, new: &JobStatus) -> Option<JobStatus> {
     let ours = new.run.as_ref()?;
-    if fresh.run.as_ref().map(|r| &r.key) == Some(&ours.key) {
+    // The same run is the same key and the same intent: a create retried after it could not be
+    // made keeps its key under a new intent, which may have made a job since.
+    if fresh
+        .run
+        .as_ref()
+        .is_some_and(|r| r.key == ours.key && r.intent_at == ours.intent_at)
+    {
         return Some(new.clone());
     }
     ours.job_id.as_ref()?;
@@ -227,6 +233,11 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             let attempt = match known.take() {
                 Some(current) => self.write(&current, new.clone()).await,
                 None => match self.life.store.read::<K>(&self.ns, &self.name).await {
+                    // Another object of the same name (deleted and re-created since): this
+                    // reconcile's object is gone, and nothing of its run belongs in the new one.
+                    Ok(o) if o.meta().uid.as_deref() != Some(self.uid.as_str()) => {
+                        Err(Error::Store(StoreError::NotFound))
+                    }
                     Ok(o) => {
                         let current = o.job_status().cloned().unwrap_or_default();
                         let rv = o.meta().resource_version.clone().unwrap_or_default();
@@ -295,6 +306,14 @@ mod tests {
         assert_eq!(kept.history[0].key, "u-g1-a1");
         assert_eq!(kept.history[0].job_id.as_deref(), Some("7"));
         assert_eq!(over_fresh(&kept, &ours), None);
+        // The same key under a later intent (a create retried after it could not be made) is
+        // another attempt: a stale outcome of the earlier one never overwrites it.
+        let mut retried = status("u-g1-a1", Some("9"));
+        if let Some(r) = retried.run.as_mut() {
+            r.intent_at = chrono::DateTime::from_timestamp(100, 0);
+        }
+        let stale = status("u-g1-a1", None);
+        assert_eq!(over_fresh(&retried, &stale), None);
         // An outcome without a job (unclear, not made) has nothing to keep.
         assert_eq!(over_fresh(&fresh, &status("u-g1-a1", None)), None);
         assert_eq!(over_fresh(&fresh, &JobStatus::default()), None);
