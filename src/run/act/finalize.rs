@@ -35,11 +35,13 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         if present {
             finalizers.push(FINALIZER.to_owned());
         }
-        let rv = self.obj.meta().resource_version.as_deref();
+        // Conditional on the version this reconcile last saw: its own last status write's, if
+        // it made one (a cancel on deletion writes before letting go), else the cached one's.
+        let rv = self.rv.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match self
             .life
             .store
-            .set_finalizers::<K>(&self.ns, &self.name, rv, finalizers)
+            .set_finalizers::<K>(&self.ns, &self.name, rv.as_deref(), finalizers)
             .await
         {
             Ok(()) | Err(StoreError::NotFound) => Ok(Next::AwaitChange),
