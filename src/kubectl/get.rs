@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DynamicObject, ListParams};
 
+use super::text::{age, align, time};
 use super::{Scope, Target, kind_entry};
 use crate::api::JobStatus;
 use crate::run::kinds::{JOB_KINDS, KindEntry};
@@ -61,20 +62,6 @@ fn line(kind: &str, obj: &DynamicObject) -> Line {
     }
 }
 
-/// `5s`, `3m`, `2h`, `4d`, as kubectl shows ages.
-pub(crate) fn age(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
-    let Some(since) = since else {
-        return "-".into();
-    };
-    let secs = (now - since).num_seconds().max(0);
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86_400 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
-    }
-}
-
 fn table(lines: &[Line], all: bool, now: DateTime<Utc>) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header = vec!["KIND", "NAME", "PHASE", "REASON", "JOB", "TARGETS", "AGE"];
@@ -98,25 +85,6 @@ fn table(lines: &[Line], all: bool, now: DateTime<Utc>) -> String {
         rows.push(row);
     }
     align(rows)
-}
-
-/// Rows as columns padded to their widest cell, three spaces apart.
-pub(crate) fn align(rows: Vec<Vec<String>>) -> String {
-    let columns = rows.first().map(Vec::len).unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 async fn lines(scope: &Scope, kinds: &[&'static KindEntry]) -> anyhow::Result<Vec<Line>> {
@@ -164,10 +132,6 @@ pub(crate) async fn get(scope: &Scope, kind: Option<&str>, watch: bool) -> anyho
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-pub(crate) fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
 }
 
 /// `describe KIND/NAME`.

@@ -6,6 +6,7 @@ mod act;
 mod get;
 mod logs;
 mod runs;
+mod text;
 
 use clap::{Parser, Subcommand};
 use kube::api::{Api, ApiResource, DynamicObject};

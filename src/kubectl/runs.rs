@@ -4,7 +4,7 @@
 use chrono::Utc;
 use kube::api::{Api, ListParams};
 
-use super::get::{age, align, time};
+use super::text::{age, align, time};
 use super::{Scope, Target};
 use crate::api::BkRun;
 use crate::api::run_record::{JOB_KIND_LABEL, JOB_NAME_LABEL};
