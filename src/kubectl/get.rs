@@ -113,12 +113,7 @@ pub(crate) async fn get(scope: &Scope, kind: Option<&str>, watch: bool) -> anyho
         let current = lines(scope, &kinds).await?;
         if shown.as_ref() != Some(&current) {
             if current.is_empty() && !watch {
-                let where_ = if scope.all {
-                    "any namespace".to_owned()
-                } else {
-                    format!("namespace {}", scope.ns)
-                };
-                crate::errln!("No bkops jobs found in {where_}.");
+                crate::errln!("No bkops jobs found in {}.", scope.place());
                 return Ok(());
             }
             if shown.is_some() {

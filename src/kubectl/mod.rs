@@ -189,6 +189,15 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    /// Where the commands look, for messages: `namespace NS` or `any namespace`.
+    fn place(&self) -> String {
+        if self.all {
+            "any namespace".to_owned()
+        } else {
+            format!("namespace {}", self.ns)
+        }
+    }
+
     fn api(&self, entry: &KindEntry) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.ns, &(entry.resource)())
     }

@@ -87,12 +87,7 @@ pub(crate) async fn runs(scope: &Scope, target: Option<&Target>) -> anyhow::Resu
         let whose = target
             .map(|t| format!(" of {}", t.label()))
             .unwrap_or_default();
-        let where_ = if scope.all {
-            "any namespace".to_owned()
-        } else {
-            format!("namespace {}", scope.ns)
-        };
-        crate::errln!("No run records{whose} in {where_}.");
+        crate::errln!("No run records{whose} in {}.", scope.place());
         return Ok(());
     }
     crate::out!("{}", table(&records, scope.all))?;

@@ -7,9 +7,9 @@
 
 use std::fmt::Write as _;
 
-use crate::api::common::{Dependency, Phase, RERUN_ANNOTATION};
+use crate::api::common::{Dependency, Phase};
 
-use super::{JobKind, Trigger, answers, reason, spec_hash};
+use super::{JobKind, Trigger, answers, reason};
 
 /// What a dependency shows, as far as its dependents care.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,16 +29,7 @@ impl DependencyView {
     pub fn of<K: JobKind>(obj: &K) -> Self {
         let status = obj.job_status();
         let run = status.and_then(|s| s.run.as_ref());
-        let trigger = Trigger {
-            spec_hash: spec_hash(&obj.spec_json()),
-            rerun_token: obj.common().rerun_token.clone(),
-            rerun_requested_at: obj
-                .meta()
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RERUN_ANNOTATION))
-                .cloned(),
-        };
+        let trigger = Trigger::of(obj);
         let observed = status.and_then(|s| s.observed_generation) == obj.meta().generation;
         let answered = run.is_some_and(|r| {
             answers(

@@ -123,6 +123,22 @@ pub struct Trigger {
     pub rerun_requested_at: Option<String>,
 }
 
+impl Trigger {
+    /// What `obj` asks for now.
+    pub fn of<K: JobKind>(obj: &K) -> Trigger {
+        Trigger {
+            spec_hash: spec_hash(&obj.spec_json()),
+            rerun_token: obj.common().rerun_token.clone(),
+            rerun_requested_at: obj
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::common::RERUN_ANNOTATION))
+                .cloned(),
+        }
+    }
+}
+
 /// Spec fields that steer runs but do not define the job: changing them starts no run.
 const CONTROL_FIELDS: [&str; 8] = [
     "suspend",

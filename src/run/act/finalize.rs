@@ -37,7 +37,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         }
         // Conditional on the version this reconcile last saw: its own last status write's, if
         // it made one (a cancel on deletion writes before letting go), else the cached one's.
-        let rv = self.rv.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let rv = self.rv();
         match self
             .life
             .store

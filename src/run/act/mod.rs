@@ -26,12 +26,10 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::api::JobStatus;
-use crate::api::common::{
-    ADOPT_ANNOTATION, CONFIRM_NOT_SUBMITTED_ANNOTATION, FINALIZER, RERUN_ANNOTATION,
-};
+use crate::api::common::{ADOPT_ANNOTATION, CONFIRM_NOT_SUBMITTED_ANNOTATION, FINALIZER};
 use crate::bk::{BkError, ErrorClass};
 use crate::run::status::render;
-use crate::run::{Decision, JobKind, Observed, Trigger, decide, spec_hash};
+use crate::run::{Decision, JobKind, Observed, Trigger, decide};
 
 pub use connection_error::ConnectionError;
 pub use follow::{poll_interval, progress_write_due};
@@ -250,8 +248,10 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
         self.obj.job_status().cloned().unwrap_or_default()
     }
 
-    fn trigger(obj: &K) -> Trigger {
-        trigger_of(obj)
+    /// The resourceVersion this reconcile's writes are conditional on: its own last write's,
+    /// or the cached object's it decided on.
+    fn rv(&self) -> Option<String> {
+        self.rv.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn observe(&self, obj: &K, status: &JobStatus) -> Decision {
@@ -396,7 +396,7 @@ fn observe<K: JobKind>(
     let observed = Observed {
         now,
         generation: obj.meta().generation.unwrap_or(0),
-        trigger: trigger_of(obj),
+        trigger: Trigger::of(obj),
         common: obj.common(),
         status,
         invalid: (!errors.is_empty()).then(|| errors.to_string()),
@@ -413,15 +413,6 @@ fn observe<K: JobKind>(
         resolve_grace,
     };
     decide(&observed)
-}
-
-/// What starts a run of `obj`.
-fn trigger_of<K: JobKind>(obj: &K) -> Trigger {
-    Trigger {
-        spec_hash: spec_hash(&obj.spec_json()),
-        rerun_token: obj.common().rerun_token.clone(),
-        rerun_requested_at: annotation(obj, RERUN_ANNOTATION).map(str::to_owned),
-    }
 }
 
 /// Whether `obj` is settled: its run is over and answers what the object asks, and nothing is

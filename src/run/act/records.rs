@@ -21,12 +21,12 @@ const MAX_NAME: usize = 253;
 /// changes (job id known, still in flight, unknown, ended how).
 type Stage = (Option<String>, Phase);
 
-fn stage(run: &RunStatus) -> Stage {
-    let phase = match run.phase {
+fn stage(job_id: &Option<String>, phase: Phase) -> Stage {
+    let phase = match phase {
         Phase::WaitingForUser => Phase::Running,
         p => p,
     };
-    (run.job_id.clone(), phase)
+    (job_id.clone(), phase)
 }
 
 /// What this process knows of the records it wrote.
@@ -198,7 +198,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         if !needs_record(run, self.deleting()) {
             return true;
         }
-        let at = stage(run);
+        let at = stage(&run.job_id, run.phase);
         let known = {
             let book = self.life.records.lock().unwrap_or_else(|e| e.into_inner());
             book.written.get(&run.key) == Some(&at) && !book.pending.contains_key(&self.uid)
@@ -243,7 +243,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         let Some(record) = pending else {
             return true;
         };
-        let at = (record.spec.job_id.clone(), record.spec.phase);
+        let at = stage(&record.spec.job_id, record.spec.phase);
         self.put_record(record, at).await
     }
 
@@ -256,7 +256,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         if !never_ran || policy == RecreatePolicy::Run {
             return Ok(None);
         }
-        let trigger = Self::trigger(&self.obj);
+        let trigger = crate::run::Trigger::of(&self.obj);
         let fp = fingerprint(
             K::NAME,
             &self.ns,
@@ -266,12 +266,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         );
         // Records as of this object's version or later: a record written before this object
         // was created (its predecessor's, written before that one was let go) is in the answer.
-        let rv = self
-            .rv
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::Unnamed)?;
+        let rv = self.rv().ok_or(Error::Unnamed)?;
         let records = self.life.store.records(&self.ns, &fp, &rv).await?;
         // The label narrows the list; the fingerprint in the spec decides.
         let records: Vec<BkRun> = records
@@ -326,7 +321,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             .written
             .insert(
                 run.key.clone(),
-                (record.spec.job_id.clone(), record.spec.phase),
+                stage(&record.spec.job_id, record.spec.phase),
             );
         Ok(Some(if status_phase.is_final() || run.job_id.is_none() {
             Next::AwaitChange

@@ -74,6 +74,16 @@ struct Alike<'a> {
 }
 
 impl Alike<'_> {
+    /// Whether an intent at `t` lies within the window around this run's.
+    fn near(&self, t: Option<DateTime<Utc>>) -> bool {
+        t.is_some_and(|t| {
+            (t - self.intent_at)
+                .abs()
+                .to_std()
+                .is_ok_and(|d| d <= self.window)
+        })
+    }
+
     /// Adds the jobs `others` follow to `claimed`, and names one whose current run could have made
     /// a job matching this search: same content, its create unclear, its intent in the window.
     fn check<K: JobKind>(
@@ -102,14 +112,8 @@ impl Alike<'_> {
             let Some(run) = &status.run else { continue };
             let unclear =
                 run.job_id.is_none() && matches!(run.phase, Phase::Submitting | Phase::Unknown);
-            let near = run.intent_at.is_some_and(|t| {
-                (t - self.intent_at)
-                    .abs()
-                    .to_std()
-                    .is_ok_and(|d| d <= self.window)
-            });
             if unclear
-                && near
+                && self.near(run.intent_at)
                 && contested.is_none()
                 && other.search_target(self.defaults).ok().as_ref() == Some(self.target)
             {
@@ -140,13 +144,7 @@ impl Alike<'_> {
                         .or_insert_with(|| format!("run record {name}"));
                 }
                 None => {
-                    let near = r.spec.intent_at.is_some_and(|t| {
-                        (t - self.intent_at)
-                            .abs()
-                            .to_std()
-                            .is_ok_and(|d| d <= self.window)
-                    });
-                    if near && contested.is_none() {
+                    if self.near(r.spec.intent_at) && contested.is_none() {
                         contested = Some(format!(
                             "run record {name} (run {}, outcome unknown)",
                             r.spec.run_key

@@ -324,7 +324,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         attempt: u32,
         retries: u32,
     ) -> (JobStatus, RunStatus) {
-        let trigger = Self::trigger(&self.obj);
+        let trigger = crate::run::Trigger::of(&self.obj);
         let now = self.life.clock.now();
         let mut base = status.clone();
         if let Some(previous) = &base.run

@@ -162,12 +162,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
     /// (a conflict, and the next reconcile decides again). Publishes an Event when the phase
     /// changed.
     pub(super) async fn write(&self, old: &JobStatus, new: JobStatus) -> Result<bool, Error> {
-        let rv = self
-            .rv
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::Unnamed)?;
+        let rv = self.rv().ok_or(Error::Unnamed)?;
         self.write_at(old, new, &rv).await
     }
 
