@@ -29,11 +29,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::api::JobStatus;
 use crate::api::common::{FIELD_MANAGER, Phase};
 use crate::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
 use crate::run::JobKind;
-use crate::run::act::{Error, Next, Reconciler};
+use crate::run::act::{self, Error, Next};
 use cached::CachedObject;
 use metrics::{Metrics, ReconcileLabels};
 
@@ -116,7 +115,7 @@ async fn reconcile<K: JobKind>(
         // Settled as the cache shows it: nothing to do until it changes (a change comes with
         // the whole object). A record whose write failed is written from the object read now.
         let uid = obj.metadata.uid.clone().unwrap_or_default();
-        ctx.life.forget_own_write(&uid).await;
+        ctx.life.forget_own_write(&uid);
         if !ctx.life.record_pending(&uid) {
             ctx.metrics
                 .reconciles
@@ -141,15 +140,18 @@ async fn reconcile<K: JobKind>(
             }
         };
     }
-    if let Some(uid) = obj.metadata.uid.as_deref()
-        && let Some(again) = ctx
-            .life
-            .behind_own_write(K::NAME, uid, obj.status_as::<JobStatus>())
-            .await
-    {
-        return Ok(Action::requeue(again));
-    }
-    let lane = Lane::of(&obj);
+    // The lane of the newest state this process knows: its own last write's, while the watch
+    // lags it.
+    let own_lane = obj
+        .metadata
+        .uid
+        .as_deref()
+        .and_then(|uid| ctx.life.own_write_following(uid));
+    let lane = match own_lane {
+        Some(true) => Lane::Follow,
+        Some(false) => Lane::Decide,
+        None => Lane::of(&obj),
+    };
     let permits = match lane {
         Lane::Decide => &slots.decide,
         Lane::Follow => &slots.follow,
@@ -269,8 +271,7 @@ async fn reconcile_one<K: JobKind>(
                 span.record("run", key.as_str());
             }
             use tracing::Instrument as _;
-            let next = Reconciler::new(&ctx.life, typed, K::NAME)?
-                .run()
+            let next = act::reconcile(&ctx.life, typed, K::NAME)
                 .instrument(span)
                 .await?;
             Ok(match next {

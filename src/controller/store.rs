@@ -124,7 +124,7 @@ impl ObjectStore for KubeStore {
         name: &str,
         resource_version: Option<&str>,
         finalizers: Vec<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<K>, StoreError> {
         let patch = serde_json::json!({"metadata": {
             "finalizers": finalizers,
             "resourceVersion": resource_version,
@@ -132,7 +132,7 @@ impl ObjectStore for KubeStore {
         self.api::<K>(ns)
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map(drop)
+            .map(Some)
             .map_err(store_error)
     }
 

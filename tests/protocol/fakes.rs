@@ -732,7 +732,7 @@ impl ObjectStore for SimStore {
         _name: &str,
         resource_version: Option<&str>,
         finalizers: Vec<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<K>, StoreError> {
         point(&self.world, "store.finalizers.sent").await;
         let result = {
             let mut w = lock(&self.world);
@@ -740,7 +740,7 @@ impl ObjectStore for SimStore {
             let timeout = w.fault(30);
             let committed = !timeout || w.rng.random_bool(0.5);
             let result = match w.objects.get_mut(ns) {
-                _ if !committed => Ok(()),
+                _ if !committed => Ok(None),
                 None => Err(StoreError::NotFound),
                 Some(obj)
                     if cas && resource_version.is_some() && rv_of(obj) != resource_version =>
@@ -753,10 +753,11 @@ impl ObjectStore for SimStore {
                         finalizers.is_empty() && obj["metadata"].get("deletionTimestamp").is_some();
                     if gone {
                         w.remove(ns);
+                        Ok(None)
                     } else {
                         w.bump(ns);
+                        parse(&w.objects[ns]).map(Some)
                     }
-                    Ok(())
                 }
             };
             if timeout {

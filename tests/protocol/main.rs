@@ -37,8 +37,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bkops::api::common::Phase;
-use bkops::api::{AgentJob, ExecuteJob, JobStatus, ProcessJob, Taskflow};
-use bkops::run::act::{Error, Lifecycle, Next, NoCounters, Reconciler, RunConfig};
+use bkops::api::{AgentJob, ExecuteJob, ProcessJob, Taskflow};
+use bkops::run::act::{Error, Lifecycle, Next, NoCounters, RunConfig, reconcile};
 use bkops::run::reason::ADOPTED_EARLIER_RUN;
 use fakes::{Intents, Shared, SimClock, SimConnections, SimStore, World, lock};
 use rand::rngs::StdRng;
@@ -123,40 +123,30 @@ impl Instance {
         let life = self.life.clone();
         let fut: Reconcile = Box::pin(async move {
             let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-            let uid = obj["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let status = obj
-                .get("status")
-                .map(|s| serde_json::from_value::<JobStatus>(s.clone()));
             let kind: &'static str = match kind.as_str() {
                 "ExecuteJob" => "ExecuteJob",
                 "ProcessJob" => "ProcessJob",
                 "AgentJob" => "AgentJob",
                 _ => "Taskflow",
             };
-            if let Some(wait) = life.behind_own_write(kind, &uid, status).await {
-                return Ok(Next::Requeue(wait));
-            }
             match kind {
                 "ExecuteJob" => {
                     let typed: ExecuteJob =
-                        serde_json::from_value(obj).expect("a valid ExecuteJob");
-                    Reconciler::new(&life, typed, kind)?.run().await
+                        serde_json::from_value(obj).expect("a valid job object");
+                    reconcile(&life, typed, kind).await
                 }
                 "AgentJob" => {
-                    let typed: AgentJob = serde_json::from_value(obj).expect("a valid AgentJob");
-                    Reconciler::new(&life, typed, kind)?.run().await
+                    let typed: AgentJob = serde_json::from_value(obj).expect("a valid job object");
+                    reconcile(&life, typed, kind).await
                 }
                 "ProcessJob" => {
                     let typed: ProcessJob =
-                        serde_json::from_value(obj).expect("a valid ProcessJob");
-                    Reconciler::new(&life, typed, kind)?.run().await
+                        serde_json::from_value(obj).expect("a valid job object");
+                    reconcile(&life, typed, kind).await
                 }
                 _ => {
-                    let typed: Taskflow = serde_json::from_value(obj).expect("a valid Taskflow");
-                    Reconciler::new(&life, typed, kind)?.run().await
+                    let typed: Taskflow = serde_json::from_value(obj).expect("a valid job object");
+                    reconcile(&life, typed, kind).await
                 }
             }
         });
@@ -838,62 +828,4 @@ fn the_simulation_catches_writes_without_the_resource_version_precondition() {
         e.contains("created") || e.contains("follows job"),
         "seed {seed}: {e}"
     );
-}
-
-/// The wait for the cache to show the process's own last write (the controller asks before a
-/// reconcile takes a slot): only for that object, only while the cache lags, never longer than
-/// `CACHE_CATCH_UP`, and looked at less often the longer it lags.
-#[test]
-fn a_reconcile_waits_only_until_the_cache_shows_its_own_last_write() {
-    use bkops::run::act::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS};
-
-    let world: Shared = Arc::new(Mutex::new(World::new(7)));
-    let inst = Instance::start(&world, Duration::from_secs(60));
-    let life = inst.life.clone();
-    let written = JobStatus {
-        phase: Some(Phase::Running),
-        message: Some("job 7 running".into()),
-        ..Default::default()
-    };
-    let older = JobStatus {
-        phase: Some(Phase::Submitting),
-        ..Default::default()
-    };
-    let behind = |status: Option<&JobStatus>| {
-        let cached = status.map(|s| Ok::<_, ()>(s.clone()));
-        let mut fut = std::pin::pin!(life.behind_own_write("ExecuteJob", "u-1", cached));
-        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(wait) => wait,
-            Poll::Pending => panic!("the wait never blocks"),
-        }
-    };
-    let wrote = |ago: Duration| {
-        let at = lock(&world).mono - ago;
-        let hash = bkops::run::act::status_hash(Some(&written));
-        life.timings
-            .try_lock()
-            .expect("uncontended")
-            .wrote("u-1", hash, at);
-    };
-    let (shortest, longest) = CACHE_CATCH_UP_STEPS;
-
-    // Nothing written by this process: nothing to wait for.
-    assert_eq!(behind(Some(&older)), None);
-    // Just written, the cache still shows the older status (or none): look again soon.
-    wrote(Duration::ZERO);
-    assert_eq!(behind(Some(&older)), Some(shortest));
-    assert_eq!(behind(None), Some(shortest));
-    // The cache shows it: decide, and forget the wait.
-    assert_eq!(behind(Some(&written)), None);
-    assert_eq!(behind(Some(&older)), None);
-    // A lag of seconds is looked at less often.
-    wrote(Duration::from_secs(4));
-    let step = behind(Some(&older)).expect("still behind");
-    assert!(step >= Duration::from_secs(1) && step < longest, "{step:?}");
-    wrote(Duration::from_secs(20));
-    assert_eq!(behind(Some(&older)), Some(longest));
-    // A cache that never shows it (someone else wrote status since) is waited on no longer than
-    // CACHE_CATCH_UP.
-    wrote(CACHE_CATCH_UP + Duration::from_secs(1));
-    assert_eq!(behind(Some(&older)), None);
 }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use super::{Connections, Error, JobSystem, Next, ObjectStore, Reconciler, Severity, StoreError};
+use super::{
+    Connections, Error, JobSystem, Next, ObjectStore, Reconciler, Severity, StoreError,
+    has_finalizer,
+};
 use crate::api::JobStatus;
 use crate::api::common::FINALIZER;
 use crate::bk::ErrorClass;
@@ -38,15 +41,30 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         // Conditional on the version this reconcile last saw: its own last status write's, if
         // it made one (a cancel on deletion writes before letting go), else the cached one's.
         let rv = self.rv();
-        match self
+        let written = self
             .life
             .store
             .set_finalizers::<K>(&self.ns, &self.name, rv.as_deref(), finalizers)
-            .await
-        {
-            Ok(()) | Err(StoreError::NotFound) => Ok(Next::AwaitChange),
-            Err(StoreError::Conflict) => Ok(Next::Requeue(Duration::from_millis(500))),
-            Err(e) => Err(e.into()),
+            .await;
+        match written {
+            Ok(Some(obj)) => {
+                self.life.wrote_object(&obj);
+                if present && has_finalizer(&obj) {
+                    // Decide on what was written: the run this finalizer was added for goes on
+                    // now, not once the watch brings the object back.
+                    let next = Reconciler::new(self.life, obj, self.kind)?;
+                    return Box::pin(next.decide_and_act()).await;
+                }
+                Ok(Next::AwaitChange)
+            }
+            Ok(None) | Err(StoreError::NotFound) => Ok(Next::AwaitChange),
+            Err(e) => {
+                self.life.doubt_own_write(&self.uid);
+                match e {
+                    StoreError::Conflict => Ok(Next::Requeue(Duration::from_millis(500))),
+                    e => Err(e.into()),
+                }
+            }
         }
     }
 

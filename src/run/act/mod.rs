@@ -11,6 +11,7 @@ mod connection_error;
 mod finalize;
 mod follow;
 mod gate;
+mod own;
 mod record;
 mod records;
 pub mod seams;
@@ -33,13 +34,14 @@ use crate::run::{Decision, JobKind, Observed, Trigger, decide};
 
 pub use connection_error::ConnectionError;
 pub use follow::{poll_interval, progress_write_due};
+pub use own::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS, Known, OwnWrites, reconcile};
 pub use records::{adopted_run, gitops_source, needs_record, newest, record_name};
 pub use seams::{
     Clock, Connection, Connections, Counters, JobSystem, NoCounters, ObjectStore, Severity,
     StoreError, SystemClock,
 };
 pub use submit::{CreateFailure, create_failure, unsupported_message};
-pub use write::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS, Timings, over_fresh, status_hash};
+pub use write::{Timings, over_fresh};
 
 /// What the lifecycle is told about timing and its windows.
 #[derive(Clone, Debug)]
@@ -80,6 +82,8 @@ pub struct Lifecycle<S, C> {
     pub clock: Arc<dyn Clock>,
     /// In-memory per-object timings.
     pub timings: tokio::sync::Mutex<Timings>,
+    /// The objects this process's writes returned, until the cache shows them.
+    own: std::sync::Mutex<OwnWrites>,
     /// Jobs this process adopted after a search, by kind and job id: the object's uid. Closes the
     /// window before the adopting object's status shows the job in the cache.
     adopted: std::sync::Mutex<HashMap<(&'static str, String), String>>,
@@ -103,6 +107,7 @@ impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
             counters,
             clock,
             timings: tokio::sync::Mutex::new(Timings::default()),
+            own: std::sync::Mutex::new(OwnWrites::default()),
             adopted: std::sync::Mutex::new(HashMap::new()),
             records: std::sync::Mutex::new(records::RecordBook::default()),
         }
@@ -185,6 +190,15 @@ fn outcome(class: ErrorClass) -> &'static str {
         ErrorClass::Rejected => "rejected",
         ErrorClass::Ambiguous => "ambiguous",
     }
+}
+
+/// Whether `obj` carries the operator's cleanup finalizer.
+fn has_finalizer<K: JobKind>(obj: &K) -> bool {
+    obj.meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
 }
 
 /// After a run ends, decide once more: a spec edit made during the run, or a retry, may be
@@ -401,12 +415,7 @@ fn observe<K: JobKind>(
         status,
         invalid: (!errors.is_empty()).then(|| errors.to_string()),
         deleting: obj.meta().deletion_timestamp.is_some(),
-        has_finalizer: obj
-            .meta()
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == FINALIZER),
+        has_finalizer: has_finalizer(obj),
         adopt_annotation: annotation(obj, ADOPT_ANNOTATION),
         confirm_annotation: annotation(obj, CONFIRM_NOT_SUBMITTED_ANNOTATION),
         two_phase: obj.two_phase(),

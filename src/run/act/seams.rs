@@ -119,14 +119,15 @@ pub trait ObjectStore: Send + Sync {
         name: &str,
         patch: &serde_json::Value,
     ) -> impl Future<Output = Result<K, StoreError>> + Send;
-    /// Sets the object's finalizers, conditional on `resource_version`.
+    /// Sets the object's finalizers, conditional on `resource_version`. Returns the object as
+    /// written, or `None` when that let a deleted object go.
     fn set_finalizers<K: JobKind>(
         &self,
         ns: &str,
         name: &str,
         resource_version: Option<&str>,
         finalizers: Vec<String>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<K>, StoreError>> + Send;
     /// Publishes an Event about `obj` (off the reconcile path: never fails the reconcile).
     fn event<K: JobKind>(&self, obj: &K, severity: Severity, reason: &str, note: &str);
     /// The job ids that objects of `kind` other than `uid` follow or followed, as the caches

@@ -1,6 +1,6 @@
-//! Status writes: conditional on the resourceVersion a decision was made on, the record of a
-//! created job retried until it lands, and the wait for the cache to show the operator's own
-//! last write.
+//! Status writes: conditional on the resourceVersion a decision was made on, each kept as the
+//! newest state this process knows of the object ([`super::own`]), and the record of a created
+//! job retried until it lands.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,22 +8,12 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::warn;
 
-use super::{Connections, Error, Lifecycle, ObjectStore, Reconciler, Severity, StoreError};
+use super::{Connections, Error, ObjectStore, Reconciler, Severity, StoreError};
 use crate::api::JobStatus;
 use crate::api::common::Phase;
 use crate::run::JobKind;
 use crate::run::status::{merge_diff, progress_only, push_history};
 
-/// How long a reconcile waits at most for the cache to show the operator's own last status
-/// write before it decides on what the cache has (a decision on an older copy could only fail
-/// its write). Only the operator writes status, so the wait normally ends when the watch
-/// delivers that write; the bound covers someone else writing status meanwhile.
-pub const CACHE_CATCH_UP: Duration = Duration::from_secs(30);
-/// How soon a reconcile waiting for the cache looks again: a quarter of the wait so far, within
-/// these bounds. A lag of seconds is looked at a few times, not four times a second (each look
-/// decodes the cached status).
-pub const CACHE_CATCH_UP_STEPS: (Duration, Duration) =
-    (Duration::from_millis(250), Duration::from_secs(2));
 /// How long a status write of mere progress waits after the object's last status write of any
 /// kind: the id write already says the job runs, so the first poll's counts wait too (under a
 /// burst of submissions they would otherwise add a write per object to a saturated API server).
@@ -46,10 +36,6 @@ pub struct Timings {
     /// Run key per object whose job id this process recorded. A cache that still shows that run
     /// without a job id is behind the operator's own write, not a create to resolve.
     pub(crate) recorded: HashMap<String, String>,
-    /// A hash of the status this process's last status write left per object, and when; removed
-    /// once the cache shows it or after `CACHE_CATCH_UP` (not forgotten at a run's end: the
-    /// end write is one to wait for).
-    pub(crate) written: HashMap<String, (u64, Duration)>,
 }
 
 impl Timings {
@@ -61,29 +47,16 @@ impl Timings {
         self.recorded.remove(uid);
     }
 
-    /// Notes this process's status write of `uid` at `now` ([`super::Clock::elapsed`]), which
-    /// left a status whose [`status_hash`] is `hash`; keeps the maps bounded.
-    pub fn wrote(&mut self, uid: &str, hash: u64, now: Duration) {
-        if self.written.len() > 4096 {
-            self.written
-                .retain(|_, (_, at)| now.saturating_sub(*at) < CACHE_CATCH_UP);
-        }
+    /// Notes this process's status write of `uid` at `now` ([`super::Clock::elapsed`]); keeps
+    /// the map bounded.
+    pub fn wrote(&mut self, uid: &str, now: Duration) {
         if self.last_write.len() > 4096 {
             // An entry older than the interval throttles nothing.
             self.last_write
                 .retain(|_, at| now.saturating_sub(*at) < PROGRESS_WRITE_INTERVAL);
         }
-        self.written.insert(uid.to_owned(), (hash, now));
         self.last_write.insert(uid.to_owned(), now);
     }
-}
-
-/// Identifies a status as the API server holds it (for "does the cache show our write yet").
-pub fn status_hash(status: Option<&JobStatus>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(&status).unwrap_or_default().hash(&mut h);
-    h.finish()
 }
 
 /// What to write over `fresh` (the object as read now) to record `new`, the outcome of this
@@ -115,46 +88,6 @@ pub fn over_fresh(fresh: &JobStatus, new: &JobStatus) -> Option<JobStatus> {
     Some(kept)
 }
 
-impl<S: ObjectStore, C: Connections> Lifecycle<S, C> {
-    /// Forgets the wait for the cache to show this process's last write of `uid` (the cache
-    /// shows the object settled: nothing to wait for).
-    pub async fn forget_own_write(&self, uid: &str) {
-        self.timings.lock().await.written.remove(uid);
-    }
-
-    /// Whether the cache still shows object `uid` without the status this process wrote last,
-    /// so the reconcile should wait instead of deciding: how long until it looks again
-    /// ([`CACHE_CATCH_UP_STEPS`]), or `None` to decide now. `cached` is the cached status
-    /// (`Some(Err)` when it cannot be read: the reconcile reports that, nothing to wait for).
-    ///
-    /// A busy API server's watch lags the operator's own writes by seconds. Deciding on the
-    /// older copy would repeat polls and starts and then lose the write to a conflict. A
-    /// person's edit since (spec, annotations) leaves that status as it is, so it does not hold
-    /// the wait up. The controller asks before the reconcile takes one of its kind's slots.
-    pub async fn behind_own_write<E>(
-        &self,
-        kind: &'static str,
-        uid: &str,
-        cached: Option<Result<JobStatus, E>>,
-    ) -> Option<Duration> {
-        let (hash, at) = self.timings.lock().await.written.get(uid).copied()?;
-        let cached = match cached {
-            None => None,
-            Some(Ok(s)) => Some(s),
-            Some(Err(_)) => return None,
-        };
-        let waited = self.clock.elapsed().saturating_sub(at);
-        if status_hash(cached.as_ref()) != hash && waited < CACHE_CATCH_UP {
-            self.counters.reconcile(kind, "await_cache");
-            let (shortest, longest) = CACHE_CATCH_UP_STEPS;
-            return Some((waited / 4).clamp(shortest, longest));
-        }
-        // Caught up (or given up on): nothing more to wait for until the next write.
-        self.timings.lock().await.written.remove(uid);
-        None
-    }
-}
-
 impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
     /// Writes `new` over `old` as a minimal merge patch, only if the object is still at the
     /// resourceVersion this reconcile's decisions were made on (its own last write's, or the
@@ -175,16 +108,23 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             return Ok(false);
         };
         let patch = json!({ "metadata": { "resourceVersion": rv }, "status": diff });
-        let written: K = self
+        let written: K = match self
             .life
             .store
             .patch_status(&self.ns, &self.name, &patch)
-            .await?;
+            .await
+        {
+            Ok(written) => written,
+            Err(e) => {
+                self.life.doubt_own_write(&self.uid);
+                return Err(e.into());
+            }
+        };
         *self.rv.lock().unwrap_or_else(|e| e.into_inner()) =
             written.meta().resource_version.clone();
-        let hash = status_hash(written.job_status());
+        self.life.wrote_object(&written);
         let now = self.life.clock.elapsed();
-        self.life.timings.lock().await.wrote(&self.uid, hash, now);
+        self.life.timings.lock().await.wrote(&self.uid, now);
         let new_run = new.run.as_ref().map(|r| &r.key);
         let why = if new_run.is_some() && new_run != old.run.as_ref().map(|r| &r.key) {
             "intent"
