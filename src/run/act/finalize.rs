@@ -52,7 +52,8 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                 if present && has_finalizer(&obj) {
                     // Decide on what was written: the run this finalizer was added for goes on
                     // now, not once the watch brings the object back.
-                    let next = Reconciler::new(self.life, obj, self.kind)?;
+                    let next = Reconciler::new(self.life, obj, self.kind)?
+                        .delivered_at(self.delivered_rv.clone());
                     return Box::pin(next.decide_and_act()).await;
                 }
                 Ok(Next::AwaitChange)

@@ -236,6 +236,9 @@ pub struct Reconciler<'a, K: JobKind, S, C> {
     /// The resourceVersion every status write of this reconcile is conditional on: the cached
     /// object's, which the decision was made on, then that of the reconcile's own last write.
     rv: std::sync::Mutex<Option<String>>,
+    /// The resourceVersion of the object as the watch delivered it: a version of this
+    /// incarnation no later than any this reconcile decides on (see [`Self::delivered_at`]).
+    delivered_rv: Option<String>,
 }
 
 impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
@@ -245,7 +248,8 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
         let name = obj.meta().name.clone().ok_or(Error::Unnamed)?;
         let uid = obj.meta().uid.clone().unwrap_or_default();
         let generation = obj.meta().generation.unwrap_or(0);
-        let rv = std::sync::Mutex::new(obj.meta().resource_version.clone());
+        let delivered_rv = obj.meta().resource_version.clone();
+        let rv = std::sync::Mutex::new(delivered_rv.clone());
         Ok(Reconciler {
             life,
             obj,
@@ -255,7 +259,19 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
             generation,
             kind,
             rv,
+            delivered_rv,
         })
+    }
+
+    /// Notes that the watch delivered this object at `rv`, older than the copy decided on (the
+    /// operator's own last write). Reads that must see everything written before this
+    /// incarnation existed (the guard's run records) ask for that version, which the API
+    /// server's watch cache has usually passed, not for the newer one it has often not.
+    pub fn delivered_at(mut self, rv: Option<String>) -> Self {
+        if rv.is_some() {
+            self.delivered_rv = rv;
+        }
+        self
     }
 
     fn status(&self) -> JobStatus {

@@ -216,8 +216,14 @@ pub async fn reconcile<K: JobKind, S: ObjectStore, C: Connections>(
     cached: K,
     kind: &'static str,
 ) -> Result<Next, Error> {
+    let delivered = cached.meta().resource_version.clone();
     match life.latest_known(kind, cached) {
-        Known::Decide(obj) => Reconciler::new(life, obj, kind)?.run().await,
+        Known::Decide(obj) => {
+            Reconciler::new(life, obj, kind)?
+                .delivered_at(delivered)
+                .run()
+                .await
+        }
         Known::Wait(after) => Ok(Next::Requeue(after)),
     }
 }

@@ -264,9 +264,16 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             &trigger.spec_hash,
             trigger.rerun_token.as_deref(),
         );
-        // Records as of this object's version or later: a record written before this object
-        // was created (its predecessor's, written before that one was let go) is in the answer.
-        let rv = self.rv().ok_or(Error::Unnamed)?;
+        // Records as of a version of this object or later: a record written before this
+        // object was created (its predecessor's, written before that one was let go) is in the
+        // answer. The version the watch delivered is the oldest one known, so the API server's
+        // watch cache is the likeliest to have passed it (a quorum read of every record in the
+        // namespace otherwise, per new object).
+        let rv = self
+            .delivered_rv
+            .clone()
+            .or_else(|| self.rv())
+            .ok_or(Error::Unnamed)?;
         let records = self.life.store.records(&self.ns, &fp, &rv).await?;
         // The label narrows the list; the fingerprint in the spec decides.
         let records: Vec<BkRun> = records
