@@ -11,6 +11,7 @@
 //! intent, job-id and end status patches) for N objects.
 
 mod args;
+pub mod bare;
 mod ceiling;
 mod cluster;
 pub mod history;
