@@ -116,16 +116,6 @@ pub fn lifecycle(key: &str, job_id: u64, now: DateTime<Utc>) -> [JobStatus; 3] {
     [intent, id, end]
 }
 
-/// The three status patches (minimal merge patches, as the operator sends them) of a run.
-pub fn lifecycle_patches(key: &str, job_id: u64, now: DateTime<Utc>) -> [Value; 3] {
-    let [intent, id, end] = lifecycle(key, job_id, now);
-    [
-        patch(&JobStatus::default(), &intent),
-        patch(&intent, &id),
-        patch(&id, &end),
-    ]
-}
-
 /// A finished run's status after `runs` runs, with `failed` failed targets listed: what a
 /// cached object of a job that ran a while carries.
 pub fn realistic(runs: usize, failed: usize, now: DateTime<Utc>) -> JobStatus {
