@@ -22,14 +22,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Semaphore;
 
 use super::status;
-use super::workload::{KINDS, resource};
 use crate::api::JobStatus;
 use crate::api::common::RunStatus;
 use crate::bk::facade::JobRef;
 use crate::controller::connection::{Connections, Resolved};
 use crate::run::act::interval;
 use crate::run::act::seams::{Clock, SystemClock};
-use crate::run::kinds::{KindEntry, job_kind};
+use crate::run::kinds::{JOB_KINDS, KindEntry};
 use crate::run::run_key;
 use crate::run::status::apply_progress;
 
@@ -80,21 +79,21 @@ pub async fn run(args: BareArgs) -> anyhow::Result<()> {
         poll_max: Duration::from_secs_f64(args.poll_max_seconds),
         clock: SystemClock::default(),
     });
-    let watches = KINDS.map(|kind| {
+    let watches = JOB_KINDS.iter().map(|kind| {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &args.namespace, &resource(kind));
-        watcher(api, watcher::Config::default())
+            Api::namespaced_with(client.clone(), &args.namespace, &(kind.resource)());
+        watcher(api.clone(), watcher::Config::default())
             .default_backoff()
-            .map(move |event| (kind, event))
+            .map(move |event| (kind, api.clone(), event))
             .boxed()
     });
     let mut events = futures::stream::select_all(watches);
     let (mut listed, mut taken) = (0, HashSet::new());
-    while let Some((kind, event)) = events.next().await {
+    while let Some((kind, api, event)) = events.next().await {
         let obj = match event {
             Ok(watcher::Event::InitDone) => {
                 listed += 1;
-                if listed == KINDS.len() {
+                if listed == JOB_KINDS.len() {
                     crate::outln!("ready")?;
                 }
                 continue;
@@ -106,15 +105,11 @@ pub async fn run(args: BareArgs) -> anyhow::Result<()> {
         if obj.data.get("status").is_some() || !taken.insert(obj.name_any()) {
             continue;
         }
-        let Some(entry) = job_kind(kind) else {
-            continue;
-        };
-        let api = Api::namespaced_with(client.clone(), &args.namespace, &resource(kind));
         let bare = bare.clone();
         tokio::spawn(async move {
             let name = obj.name_any();
-            if let Err(e) = bare.follow(&api, entry, obj).await {
-                crate::errln!("bare controller: {kind} {name}: {e:#}");
+            if let Err(e) = bare.follow(&api, kind, obj).await {
+                crate::errln!("bare controller: {} {name}: {e:#}", kind.name);
             }
         });
     }
