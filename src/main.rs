@@ -26,6 +26,10 @@ enum Command {
     /// Load benchmark: N job objects against a local kube-apiserver and the simulator, with
     /// the operator as a separate process; prints the report and judges the targets.
     Bench(bkops::bench::BenchArgs),
+    /// The bench's bare controller, the reference the operator is judged against (started by
+    /// `bkops bench`).
+    #[command(hide = true)]
+    BenchBare(bkops::bench::bare::BareArgs),
     /// Print the CustomResourceDefinitions as YAML (all kinds, or one with --kind), or write
     /// one file per kind with --out-dir.
     Crds {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
                     Command::Run(args) => bkops::cli::run(args).await,
                     Command::Sim(args) => bkops::sim::run(args).await,
                     Command::Bench(args) => bkops::bench::run(args).await,
+                    Command::BenchBare(args) => bkops::bench::bare::run(args).await,
                     Command::Demo(args) => bkops::demo::run(args).await,
                     Command::Crds { .. } | Command::Schema { .. } | Command::Plan(_) => Ok(()),
                 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::Num;
 use super::args::BenchArgs;
 use super::cluster::{apply, namespace};
-use super::operator::Operator;
+use super::follower::{Follower, Role};
 use super::probe::{process_usage, samples};
 use super::status::realistic;
 use super::targets::Verdict;
@@ -162,7 +162,7 @@ pub(super) async fn run_history(
     // The operator's own memory, with nothing to watch.
     let empty = format!("history-empty-{suffix}");
     namespace(admin, &empty).await?;
-    let op = Operator::spawn(args, cp, &empty).await?;
+    let op = Follower::spawn(Role::Operator, args, cp, &empty).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let base_rss_mib = rss_mib(op.pid).unwrap_or(f64::NAN);
     op.stop().await;
@@ -187,7 +187,7 @@ pub(super) async fn run_history(
 
     control.reset().await?;
     let calls_before = control.calls().await?;
-    let op = Operator::spawn(args, cp, &ns).await?;
+    let op = Follower::spawn(Role::Operator, args, cp, &ns).await?;
     let started = Instant::now();
     let mut idle_after = None;
     let deadline = started + Duration::from_secs(args.timeout_seconds);

@@ -1,5 +1,6 @@
-//! One run of the benchmark: N job objects created at once and watched until final, and what the
-//! operator, the API server and the simulator did meanwhile, read into a [`RunReport`].
+//! One run of the benchmark: N job objects created at once and watched until final, once followed
+//! by the bare controller and once by the operator, and what the follower, the API server and the
+//! simulator did meanwhile, read into a [`RunReport`]. Both are measured by the same code.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,11 +15,10 @@ use tokio::sync::Mutex;
 
 use super::Num;
 use super::args::BenchArgs;
-use super::ceiling::bare_ceiling;
 use super::cluster::{apply, namespace};
-use super::operator::Operator;
+use super::follower::{Follower, Role};
 use super::probe::{self, Sample, process_usage, quantile, samples};
-use super::report::{KindFigures, LANES, LIMIT_WAIT, RunReport, SLOT_WAIT};
+use super::report::{BareFigures, KindFigures, LANES, LIMIT_WAIT, RunReport, SLOT_WAIT};
 use super::workload::{self, KINDS, resource};
 use crate::api::common::Phase;
 use crate::controller::metrics::WAIT_CLASSES;
@@ -70,7 +70,7 @@ struct Seen {
     create_answered: Option<DateTime<Utc>>,
     /// When the bench's own watch first saw it (as created, before any status).
     watched: Option<DateTime<Utc>>,
-    /// `status.run.intentAt` (the operator's clock, the same machine's) of the final status.
+    /// `status.run.intentAt` (the follower's clock, the same machine's) of the final status.
     intent_at: Option<DateTime<Utc>>,
     kind: &'static str,
     job_id: Option<String>,
@@ -78,6 +78,9 @@ struct Seen {
     phase: Option<Phase>,
 }
 
+/// One run of N: the bare controller over N objects in a fresh namespace (unless
+/// `--skip-bare`), then the operator over N objects in another, each measured by [`measure`];
+/// the operator's report carries the bare controller's figures.
 pub(super) async fn run_one(
     args: &BenchArgs,
     cp: &ControlPlane,
@@ -87,100 +90,201 @@ pub(super) async fn run_one(
     n: usize,
 ) -> anyhow::Result<RunReport> {
     let suffix = format!("{:04x}", rand::random::<u16>());
-    let (secret, conn) = workload::connection(sim_base, args.qps, args.burst, args.max_in_flight);
-
-    let ceiling = if args.skip_ceiling {
+    let bare = if args.skip_bare {
         None
     } else {
-        let bare_ns = format!("bench-{n}-bare-{suffix}");
-        namespace(admin, &bare_ns).await?;
-        let secs = bare_ceiling(admin, &bare_ns, n, args.parallelism).await?;
-        crate::errln!(
-            "  bare client: {n} objects × (create + 3 status patches) in {:.1} s = {:.0} jobs/s",
-            Num(secs),
-            Num(n as f64 / secs)
-        );
-        Some(n as f64 / secs)
+        let ns = format!("bench-{n}-bare-{suffix}");
+        let report = measure(Role::Bare, &ns, args, cp, admin, sim_base, control, n).await?;
+        crate::errln!("  bare controller: {}", one_line_bare(&report));
+        // Its jobs would otherwise be listed (and answered) while the operator runs.
+        control.reset().await?;
+        Some(BareFigures::of(&report))
     };
-
     let ns = format!("bench-{n}-{suffix}");
-    namespace(admin, &ns).await?;
-    apply(admin, &ns, &secret).await?;
-    apply(admin, &ns, &conn).await?;
+    let mut report = measure(Role::Operator, &ns, args, cp, admin, sim_base, control, n).await?;
+    report.bare = bare;
+    Ok(report)
+}
 
-    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::new(Mutex::new(HashMap::new()));
-    {
-        let mut s = seen.lock().await;
-        for i in 0..n {
-            let (kind, name, _) = workload::job(i);
-            s.insert(
-                name,
-                Seen {
-                    kind,
-                    ..Default::default()
-                },
-            );
+/// The bare controller's run in one line, as the bench goes.
+fn one_line_bare(r: &RunReport) -> String {
+    format!(
+        "{}/{} final, created→submit p99 {:.2}s, finish→status p99 {:.2}s, drain {:.1}s, {:.0} jobs/s, RSS {:.1} MiB, CPU {:.1}s",
+        r.finished,
+        r.n,
+        Num(r.created_p99),
+        Num(r.finish_p99),
+        Num(r.drain),
+        Num(r.throughput),
+        Num(r.rss_mib),
+        Num(r.cpu_secs)
+    )
+}
+
+/// The bench's watch of a measurement's objects: when each was first seen, and when final.
+struct Watch {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    done: Arc<tokio::sync::Notify>,
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Watch {
+    /// Watches every kind in `ns`, recording into `seen` until `n` objects are final.
+    fn start(admin: &Client, ns: &str, n: usize, seen: &Arc<Mutex<HashMap<String, Seen>>>) -> Self {
+        let done = Arc::new(tokio::sync::Notify::new());
+        let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(n));
+        let tasks = KINDS
+            .iter()
+            .map(|kind| {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(admin.clone(), ns, &resource(kind));
+                let task = watch_kind(api, seen.clone(), done.clone(), remaining.clone());
+                tokio::spawn(task)
+            })
+            .collect();
+        Watch {
+            tasks,
+            done,
+            remaining,
         }
     }
-    // Watch first, so no final phase is missed.
-    let done = Arc::new(tokio::sync::Notify::new());
-    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(n));
-    let mut watchers = Vec::new();
-    for kind in KINDS {
-        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &resource(kind));
-        let seen = seen.clone();
-        let done = done.clone();
-        let remaining = remaining.clone();
-        watchers.push(tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects();
-            futures::pin_mut!(stream);
-            // Errors (a watch that timed out under load) are retried by the backoff; only
-            // the end of the stream ends the watch.
-            while let Some(item) = stream.next().await {
-                let Ok(obj) = item else { continue };
-                let now = Utc::now();
-                let status = obj.data.get("status");
-                if status.is_none() {
-                    // The object as created: when a watch like the operator's first sees it.
-                    if let Some(entry) = seen.lock().await.get_mut(&obj.name_any()) {
-                        entry.watched.get_or_insert(now);
-                    }
-                    continue;
-                }
-                let phase = status
-                    .and_then(|s| s.get("phase"))
-                    .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
-                let Some(phase) = phase.filter(|p| p.is_final()) else {
-                    continue;
-                };
-                let mut s = seen.lock().await;
-                if let Some(entry) = s.get_mut(&obj.name_any())
-                    && entry.final_at.is_none()
-                {
-                    entry.final_at = Some(now);
-                    entry.phase = Some(phase);
-                    let run = status.and_then(|s| s.get("run"));
-                    entry.job_id = run
-                        .and_then(|r| r.get("jobId"))
-                        .and_then(|j| j.as_str())
-                        .map(str::to_owned);
-                    entry.intent_at = run
-                        .and_then(|r| r.get("intentAt"))
-                        .and_then(|t| serde_json::from_value(t.clone()).ok());
-                    if remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                        done.notify_one();
-                    }
-                }
-            }
-        }));
+
+    /// Waits until every object is final, or `timeout`; says how many were not.
+    async fn wait(&self, timeout: Duration) {
+        let left = || self.remaining.load(std::sync::atomic::Ordering::SeqCst);
+        let timed_out = tokio::time::timeout(timeout, self.done.notified())
+            .await
+            .is_err();
+        if timed_out && left() > 0 {
+            crate::errln!("  timed out with {} objects not final", left());
+        }
     }
+
+    fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One kind's watch of [`Watch`].
+async fn watch_kind(
+    api: Api<DynamicObject>,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    done: Arc<tokio::sync::Notify>,
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(stream);
+    // Errors (a watch that timed out under load) are retried by the backoff; only the end of
+    // the stream ends the watch.
+    while let Some(item) = stream.next().await {
+        let Ok(obj) = item else { continue };
+        let now = Utc::now();
+        let status = obj.data.get("status");
+        if status.is_none() {
+            // The object as created: when a watch like the follower's first sees it.
+            if let Some(entry) = seen.lock().await.get_mut(&obj.name_any()) {
+                entry.watched.get_or_insert(now);
+            }
+            continue;
+        }
+        let phase = status
+            .and_then(|s| s.get("phase"))
+            .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
+        let Some(phase) = phase.filter(|p| p.is_final()) else {
+            continue;
+        };
+        let mut s = seen.lock().await;
+        if let Some(entry) = s.get_mut(&obj.name_any())
+            && entry.final_at.is_none()
+        {
+            entry.final_at = Some(now);
+            entry.phase = Some(phase);
+            let run = status.and_then(|s| s.get("run"));
+            entry.job_id = run
+                .and_then(|r| r.get("jobId"))
+                .and_then(|j| j.as_str())
+                .map(str::to_owned);
+            entry.intent_at = run
+                .and_then(|r| r.get("intentAt"))
+                .and_then(|t| serde_json::from_value(t.clone()).ok());
+            if remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                done.notify_one();
+            }
+        }
+    }
+}
+
+/// Creates the `n` objects of the workload in `ns`, `parallelism` at a time, noting in `seen`
+/// when each was sent and answered. Returns the seconds it took.
+async fn create_objects(
+    admin: &Client,
+    ns: &str,
+    n: usize,
+    parallelism: usize,
+    seen: &Arc<Mutex<HashMap<String, Seen>>>,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let (kind, name, manifest) = workload::job(i);
+            let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &resource(kind));
+            let obj: DynamicObject = serde_json::from_value(manifest)?;
+            let at = Utc::now();
+            api.create(&PostParams::default(), &obj).await?;
+            let answered = Utc::now();
+            if let Some(e) = seen.lock().await.get_mut(&name) {
+                e.created = Some(at);
+                e.create_answered = Some(answered);
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(parallelism)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// One measurement: N objects created at once in namespace `ns` and followed by `role`, watched
+/// until final, and what the follower, the API server and the simulator did meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    role: Role,
+    ns: &str,
+    args: &BenchArgs,
+    cp: &ControlPlane,
+    admin: &Client,
+    sim_base: &str,
+    control: &SimControl,
+    n: usize,
+) -> anyhow::Result<RunReport> {
+    let (secret, conn) = workload::connection(sim_base, args.qps, args.burst, args.max_in_flight);
+    namespace(admin, ns).await?;
+    apply(admin, ns, &secret).await?;
+    apply(admin, ns, &conn).await?;
+
+    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::new(Mutex::new(
+        (0..n)
+            .map(|i| {
+                let (kind, name, _) = workload::job(i);
+                let entry = Seen {
+                    kind,
+                    ..Default::default()
+                };
+                (name, entry)
+            })
+            .collect(),
+    ));
+    // Watch first, so no final phase is missed.
+    let watch = Watch::start(admin, ns, n, &seen);
 
     let cp_pids = cp.process_ids();
     let cp_cpu_before = cpu_of(&cp_pids);
     let bench_cpu_before = cpu_of(&[std::process::id()]);
-    let operator = Operator::spawn(args, cp, &ns).await?;
+    let follower = Follower::spawn(role, args, cp, ns).await?;
     let kube_before = apiserver_requests(admin).await?;
     let bk_before = control.calls().await?;
 
@@ -203,62 +307,25 @@ pub(super) async fn run_one(
     };
 
     let started = Utc::now();
-    let t0 = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let admin = admin.clone();
-            let ns = ns.clone();
-            let seen = seen.clone();
-            async move {
-                let (kind, name, manifest) = workload::job(i);
-                let api: Api<DynamicObject> = Api::namespaced_with(admin, &ns, &resource(kind));
-                let obj: DynamicObject = serde_json::from_value(manifest)?;
-                let at = Utc::now();
-                api.create(&PostParams::default(), &obj).await?;
-                let answered = Utc::now();
-                if let Some(e) = seen.lock().await.get_mut(&name) {
-                    e.created = Some(at);
-                    e.create_answered = Some(answered);
-                }
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(args.parallelism)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let create_secs = t0.elapsed().as_secs_f64();
+    let create_secs = create_objects(admin, ns, n, args.parallelism, &seen).await?;
     crate::errln!("  created {n} objects in {:.1} s", Num(create_secs));
-
-    let timed_out =
-        tokio::time::timeout(Duration::from_secs(args.timeout_seconds), done.notified())
-            .await
-            .is_err()
-            && remaining.load(std::sync::atomic::Ordering::SeqCst) > 0;
-    if timed_out {
-        crate::errln!(
-            "  timed out with {} objects not final",
-            remaining.load(std::sync::atomic::Ordering::SeqCst)
-        );
-    }
-    let (rss, cpu) = process_usage(operator.pid).unwrap_or_default();
+    watch.wait(Duration::from_secs(args.timeout_seconds)).await;
+    let (rss, cpu) = process_usage(follower.pid).unwrap_or_default();
     let control_plane_cpu_secs = cpu_of(&cp_pids) - cp_cpu_before;
     let bench_cpu_secs = cpu_of(&[std::process::id()]) - bench_cpu_before;
-    let op_metrics = operator.metrics().await.unwrap_or_default();
+    let op_metrics = follower.metrics().await.unwrap_or_default();
     let kube_after = apiserver_requests(admin).await?;
     let bk_after = control.calls().await?;
     sampling.store(false, std::sync::atomic::Ordering::SeqCst);
     let series = sampler.await.unwrap_or_default();
-    operator.stop().await;
-    for w in watchers {
-        w.abort();
-    }
+    follower.stop().await;
+    watch.stop();
     let jobs = control.jobs().await?;
 
     let seen = seen.lock().await.clone();
     let mut report = RunReport {
         n,
         create_secs,
-        ceiling,
         rss_mib: rss as f64 / (1024.0 * 1024.0),
         cpu_secs: cpu,
         control_plane_cpu_secs,

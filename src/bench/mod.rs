@@ -1,22 +1,30 @@
-//! `bkops bench`: the load benchmark (issue 6).
+//! `bkops bench`: the load benchmark (issue 6), judged against a bare controller (issue 19).
 //!
-//! One run per N: a real local `kube-apiserver` + etcd ([`crate::local`]), the BlueKing
-//! simulator ([`crate::sim`]) with jobs that finish after `--job-seconds`, and the operator as a
-//! separate `bkops run` process, so its peak RSS and CPU time can be read from `/proc`. N job
-//! objects (the four kinds in turn) are created at once in a fresh namespace; the bench watches
-//! them until every one reports a final phase, then reports latency, drain time, Kubernetes API
-//! requests per job (the API server's own `apiserver_request_total`, before and after), BlueKing
-//! calls per job (the simulator's counts) and the operator's resources, next to a ceiling
-//! measured on the same API server: a bare client making the same writes (create, then the
-//! intent, job-id and end status patches) for N objects.
+//! One run per N: a real local `kube-apiserver` + etcd ([`crate::local`]) and the BlueKing
+//! simulator ([`crate::sim`]) with jobs that finish after `--job-seconds`. Each run measures two
+//! followers of N job objects (the four kinds in turn), created at once (`--parallelism` creates
+//! in flight) in a fresh namespace each, with the same watch and timing code:
+//!
+//! - the **bare controller** ([`bare`]): a minimal watcher on the same API server that makes the
+//!   operator's calls for each object (the intent PATCH with a resourceVersion precondition, the
+//!   BlueKing create and start, the job-id PATCH, polls on the operator's schedule, the end PATCH)
+//!   and nothing else;
+//! - then the **operator** as a `bkops run` process.
+//!
+//! Both run as separate processes of the bench's own binary, so their peak RSS and CPU time can
+//! be read from `/proc`. The bench watches the objects until every one reports a final phase,
+//! then reports latency, drain time, Kubernetes API requests per job (the API server's own
+//! `apiserver_request_total`, before and after), BlueKing calls per job (the simulator's counts)
+//! and the follower's resources. Latency and throughput are judged against the bare
+//! controller's figures of the same run, not absolute numbers ([`targets`]).
 
 mod args;
-mod ceiling;
+pub mod bare;
 mod cluster;
+mod follower;
 pub mod history;
 mod measure;
 mod num;
-mod operator;
 pub mod probe;
 mod render;
 mod report;
@@ -36,7 +44,7 @@ use measure::run_one;
 pub use num::Num;
 use render::{one_line, render_report};
 use report::median_run;
-pub use report::{KindFigures, RunReport};
+pub use report::{BareFigures, KindFigures, RunReport};
 
 /// `bkops bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::args::BenchArgs;
-use super::report::{LANES, RunReport, p99_of_each_run};
+use super::report::{BareFigures, LANES, RunReport, p99_of_each_run};
 use super::workload::KINDS;
 use super::{Num, probe, targets};
 use crate::controller::metrics::WAIT_CLASSES;
@@ -50,7 +50,7 @@ pub(super) fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Job duration {} s; {} creates in flight; rate limit qps {} burst {} in-flight {}; operator concurrency {} per kind and lane; polls {}–{} s; {}.\n",
+        "Job duration {} s; {} creates in flight; rate limit qps {} burst {} in-flight {}; operator concurrency {} per kind and lane (bare controller: as many objects submitting at once); polls {}–{} s; {}.\n",
         Num(args.job_seconds),
         args.parallelism,
         args.qps,
@@ -143,15 +143,39 @@ pub(super) fn render_report(args: &BenchArgs, reports: &[RunReport]) -> String {
         "operator throughput (jobs/s, net of job time)",
         &|r| format!("{:.0}", Num(r.throughput)),
     );
-    row(&mut s, "bare-client ceiling (jobs/s)", &|r| {
-        r.ceiling
-            .map(|c| format!("{:.0}", Num(c)))
-            .unwrap_or_else(|| "–".into())
+    // The bare controller's figures of the same run: the reference of the targets.
+    let bare = |s: &mut String, name: &str, f: &dyn Fn(&RunReport, &BareFigures) -> String| {
+        row(s, &format!("bare controller: {name}"), &|r| {
+            r.bare.as_ref().map_or("–".into(), |b| f(r, b))
+        });
+    };
+    bare(&mut s, "objects final", &|_, b| b.finished.to_string());
+    bare(
+        &mut s,
+        "object created → BlueKing create p50 / p99 (s)",
+        &|_, b| pair(b.created_p50, b.created_p99),
+    );
+    bare(&mut s, "job end → status final p50 / p99 (s)", &|_, b| {
+        pair(b.finish_p50, b.finish_p99)
     });
-    row(&mut s, "throughput / ceiling", &|r| {
-        r.ceiling
-            .map(|c| format!("{:.0} %", Num(100.0 * r.throughput / c)))
-            .unwrap_or_else(|| "–".into())
+    bare(&mut s, "drain (s)", &|_, b| format!("{:.1}", Num(b.drain)));
+    bare(&mut s, "throughput (jobs/s, net of job time)", &|_, b| {
+        format!("{:.0}", Num(b.throughput))
+    });
+    row(
+        &mut s,
+        "operator throughput / the bare controller's",
+        &|r| {
+            r.bare.as_ref().map_or("–".into(), |b| {
+                format!("{:.0} %", Num(100.0 * r.throughput / b.throughput))
+            })
+        },
+    );
+    bare(&mut s, "status PATCHes per job", &|_, b| {
+        format!("{:.2}", Num(b.status_writes_per_job))
+    });
+    bare(&mut s, "peak RSS (MiB) / CPU (s)", &|_, b| {
+        format!("{:.1} / {:.1}", Num(b.rss_mib), Num(b.cpu_secs))
     });
     row(&mut s, "status PATCHes per job", &|r| {
         format!("{:.2}", Num(r.status_writes_per_job))
@@ -288,7 +312,13 @@ mod tests {
             drain: tiny,
             create_secs: tiny,
             throughput: -0.4,
-            ceiling: Some(1.0),
+            bare: Some(BareFigures {
+                created_p99: tiny,
+                finish_p50: -0.0,
+                throughput: 1.0,
+                cpu_secs: tiny,
+                ..BareFigures::default()
+            }),
             kube_per_job: [("POST x".to_owned(), tiny)].into_iter().collect(),
             status_writes_by_reason: [("progress".to_owned(), tiny)].into_iter().collect(),
             slot_wait: [("decide", (probe::Bucket::AtMost(-0.0), tiny))]

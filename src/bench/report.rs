@@ -54,8 +54,9 @@ pub struct RunReport {
     pub create_secs: f64,
     /// Operator throughput: jobs per second, net of the simulated job time.
     pub throughput: f64,
-    /// Bare-client ceiling: jobs per second (create + the three status patches).
-    pub ceiling: Option<f64>,
+    /// The bare controller's figures in the same run, the reference the operator's are judged
+    /// against (`None` with `--skip-bare`).
+    pub bare: Option<BareFigures>,
     /// Kubernetes API requests by the operator, per job, by `VERB resource[/subresource]`.
     pub kube_per_job: BTreeMap<String, f64>,
     /// The operator's reconciles per job, by the step taken (or the error).
@@ -110,9 +111,54 @@ pub struct KindFigures {
     pub polls: f64,
 }
 
+/// What the bare controller ([`super::bare`]) did with the same N objects on the same API
+/// server and simulator, measured by the same watch as the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BareFigures {
+    /// Objects that reached a final phase.
+    pub finished: usize,
+    /// Seconds from the object's creation to BlueKing's create, p50.
+    pub created_p50: f64,
+    /// p99 of the above.
+    pub created_p99: f64,
+    /// Seconds from the simulated job's end to the bench seeing the final phase, p50.
+    pub finish_p50: f64,
+    /// p99 of the above.
+    pub finish_p99: f64,
+    /// Seconds from the first create to the last final phase seen.
+    pub drain: f64,
+    /// Jobs per second, net of the simulated job time.
+    pub throughput: f64,
+    /// Status patches per job.
+    pub status_writes_per_job: f64,
+    /// Peak RSS, MiB.
+    pub rss_mib: f64,
+    /// CPU seconds.
+    pub cpu_secs: f64,
+}
+
+impl BareFigures {
+    /// The figures of a run the bare controller followed.
+    pub(super) fn of(r: &RunReport) -> Self {
+        BareFigures {
+            finished: r.finished,
+            created_p50: r.created_p50,
+            created_p99: r.created_p99,
+            finish_p50: r.finish_p50,
+            finish_p99: r.finish_p99,
+            drain: r.drain,
+            throughput: r.throughput,
+            status_writes_per_job: r.status_writes_per_job,
+            rss_mib: r.rss_mib,
+            cpu_secs: r.cpu_secs,
+        }
+    }
+}
+
 /// Of several runs of one N, the one whose p99 object created → BlueKing create is the median
 /// (the lower one of an even count), with that p99 of every run in `created_p99_of_runs`: the
-/// latencies move between identical runs by more than most changes do.
+/// latencies move between identical runs by more than most changes do. Each run keeps the bare
+/// controller's figures of its own run, so a verdict compares figures of one run.
 pub(super) fn median_run(mut runs: Vec<RunReport>) -> Option<RunReport> {
     let all: Vec<f64> = runs.iter().map(|r| r.created_p99).collect();
     runs.sort_by(|a, b| a.created_p99.total_cmp(&b.created_p99));
@@ -141,6 +187,10 @@ mod tests {
             n: 1000,
             created_p99,
             drain,
+            bare: Some(BareFigures {
+                drain: drain + 0.5,
+                ..BareFigures::default()
+            }),
             ..RunReport::default()
         }
     }
@@ -149,8 +199,9 @@ mod tests {
     fn the_run_shown_is_the_one_with_the_median_p99_and_every_p99_is_kept() {
         let chosen = median_run(vec![run(4.6, 1.0), run(1.3, 2.0), run(2.5, 3.0)]).unwrap();
         assert_eq!(chosen.created_p99, 2.5);
-        // The whole run, not a mix of figures from several.
+        // The whole run, not a mix of figures from several, with its own reference.
         assert_eq!(chosen.drain, 3.0);
+        assert_eq!(chosen.bare.map(|b| b.drain), Some(3.5));
         assert_eq!(chosen.created_p99_of_runs, vec![4.6, 1.3, 2.5]);
         // An even count shows the lower of the two middle runs.
         let chosen = median_run(vec![

@@ -1,51 +1,105 @@
-//! Statuses as the operator writes them, made with the operator's own rendering, for the bare
-//! client's ceiling (the same three patches) and for the memory bench (a realistic status).
+//! Statuses as the operator writes them, made with the operator's own rendering: the steps of
+//! a run for the bare controller (intent, job id, end), the same three patches, and a realistic
+//! status for the memory bench.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::api::JobStatus;
 use crate::api::common::{FailedTarget, Phase, RunStatus, TargetSummary};
+use crate::bk::facade::JobRef;
+use crate::bk::job::ScopeType;
 use crate::run::reason;
 use crate::run::status::{merge_diff, push_history, render};
 
-/// The intent, job-id and end statuses of run `key`, each rendered over the one before.
-pub fn lifecycle(key: &str, job_id: u64, now: DateTime<Utc>) -> [JobStatus; 3] {
-    let empty = JobStatus::default();
-    let mut run = RunStatus {
+/// The intent of run `key` of an object at `generation`: the run, and the status written
+/// before the create.
+pub fn intent(key: &str, generation: i64, now: DateTime<Utc>) -> (RunStatus, JobStatus) {
+    let run = RunStatus {
         key: key.to_owned(),
-        generation: 1,
+        generation,
         attempt: 0,
         spec_hash: "3f9a1c0b7e5d2a64".to_owned(),
         phase: Phase::Submitting,
         intent_at: Some(now),
         ..Default::default()
     };
-    let intent = render(
-        &empty,
-        1,
+    let status = render(
+        &JobStatus::default(),
+        generation,
         Phase::Submitting,
         reason::SUBMITTING,
         format!("submitting run {key}"),
         Some(run.clone()),
         now,
     );
-    run.job_id = Some(job_id.to_string());
-    run.job_url = Some(format!(
-        "https://bk.example.com/job/biz/2/execute/task/{job_id}"
-    ));
+    (run, status)
+}
+
+/// The record of `run`'s created `job` over the intent `status`: the run, and the status.
+pub fn recorded(
+    status: &JobStatus,
+    mut run: RunStatus,
+    job: &JobRef,
+    job_url: Option<String>,
+    now: DateTime<Utc>,
+) -> (RunStatus, JobStatus) {
+    run.job_id = Some(job.id());
+    run.job_url = job_url;
     run.submitted_at = Some(now);
     run.phase = Phase::Running;
     run.reason = Some(reason::RUNNING.to_owned());
-    let id = render(
-        &intent,
-        1,
+    let message = format!("submitted {job} (run {})", run.key);
+    let generation = run.generation;
+    let status = render(
+        status,
+        generation,
         Phase::Running,
         reason::RUNNING,
-        format!("submitted JOB instance {job_id} (run {key})"),
+        message,
         Some(run.clone()),
         now,
     );
+    (run, status)
+}
+
+/// The end of `run` (its phase and reason already final) over `status`, into history.
+pub fn ended(
+    status: &JobStatus,
+    run: &RunStatus,
+    message: String,
+    now: DateTime<Utc>,
+) -> JobStatus {
+    let why = run.reason.clone().unwrap_or_default();
+    let mut end = render(
+        status,
+        run.generation,
+        run.phase,
+        &why,
+        message,
+        Some(run.clone()),
+        now,
+    );
+    push_history(&mut end.history, run);
+    end
+}
+
+/// The minimal merge patch from `old` to `new`, as the operator sends it.
+pub fn patch(old: &JobStatus, new: &JobStatus) -> Value {
+    let to = |s: &JobStatus| serde_json::to_value(s).unwrap_or(Value::Null);
+    json!({"status": merge_diff(&to(old), &to(new)).unwrap_or_else(|| json!({}))})
+}
+
+/// The intent, job-id and end statuses of run `key`, each rendered over the one before.
+pub fn lifecycle(key: &str, job_id: u64, now: DateTime<Utc>) -> [JobStatus; 3] {
+    let (run, intent) = intent(key, 1, now);
+    let job = JobRef::JobV3 {
+        scope_type: ScopeType::Biz,
+        scope_id: "2".to_owned(),
+        job_instance_id: job_id as i64,
+    };
+    let url = format!("https://bk.example.com/job/biz/2/execute/task/{job_id}");
+    let (mut run, id) = recorded(&intent, run, &job, Some(url), now);
     run.started = true;
     run.phase = Phase::Succeeded;
     run.reason = Some(reason::SUCCEEDED.to_owned());
@@ -57,27 +111,9 @@ pub fn lifecycle(key: &str, job_id: u64, now: DateTime<Utc>) -> [JobStatus; 3] {
         succeeded: 2,
         ..Default::default()
     });
-    let mut end = render(
-        &id,
-        1,
-        Phase::Succeeded,
-        reason::SUCCEEDED,
-        format!("JOB instance {job_id} succeeded: 2/2 targets"),
-        Some(run.clone()),
-        now,
-    );
-    push_history(&mut end.history, &run);
+    let message = format!("{job} succeeded: 2/2 targets");
+    let end = ended(&id, &run, message, now);
     [intent, id, end]
-}
-
-/// The three status patches (minimal merge patches, as the operator sends them) of a run.
-pub fn lifecycle_patches(key: &str, job_id: u64, now: DateTime<Utc>) -> [Value; 3] {
-    let [intent, id, end] = lifecycle(key, job_id, now);
-    let to = |s: &JobStatus| serde_json::to_value(s).unwrap_or(Value::Null);
-    let empty = to(&JobStatus::default());
-    let (i, d, e) = (to(&intent), to(&id), to(&end));
-    let patch = |old: &Value, new: &Value| json!({"status": merge_diff(old, new).unwrap_or_else(|| json!({}))});
-    [patch(&empty, &i), patch(&i, &d), patch(&d, &e)]
 }
 
 /// A finished run's status after `runs` runs, with `failed` failed targets listed: what a
@@ -114,11 +150,15 @@ mod tests {
 
     #[test]
     fn patches_carry_only_what_changed() {
-        let [intent, id, end] = lifecycle_patches("abc-g1-a0", 7, Utc::now());
+        let [intent_status, id_status, end_status] = lifecycle("abc-g1-a0", 7, Utc::now());
+        let intent = patch(&JobStatus::default(), &intent_status);
+        let id = patch(&intent_status, &id_status);
+        let end = patch(&id_status, &end_status);
         assert_eq!(intent["status"]["phase"], "Submitting");
         assert_eq!(id["status"]["run"]["jobId"], "7");
         assert!(id["status"].get("observedGeneration").is_none());
         assert_eq!(end["status"]["phase"], "Succeeded");
+        assert!(end["status"]["run"].get("key").is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(super) enum Reach<S> {
 
 /// The poll interval of a run `age_secs` after its submission: `initial` at first, growing to
 /// `max`, times `jitter` (0.8..1.2).
-fn interval(initial: Duration, max: Duration, age_secs: f64, jitter: f64) -> Duration {
+pub fn interval(initial: Duration, max: Duration, age_secs: f64, jitter: f64) -> Duration {
     let base = initial.as_secs_f64();
     let cap = max.as_secs_f64().max(base);
     let grown = (base * (1.0 + age_secs / 20.0)).min(cap);

@@ -33,7 +33,7 @@ use crate::run::status::render;
 use crate::run::{Decision, JobKind, Observed, Trigger, decide};
 
 pub use connection_error::ConnectionError;
-pub use follow::{poll_interval, progress_write_due};
+pub use follow::{interval, poll_interval, progress_write_due};
 pub use own::{CACHE_CATCH_UP, CACHE_CATCH_UP_STEPS, Known, OwnWrites, reconcile};
 pub use records::{adopted_run, gitops_source, needs_record, newest, record_name};
 pub use seams::{
