@@ -39,6 +39,9 @@ struct Entry {
     resolved: Resolved,
     versions: (String, String),
     fetched: Instant,
+    /// When the read that gave it began: a create asked for before then may use it as read
+    /// now.
+    read_from: Instant,
 }
 
 type Key = (String, String);
@@ -90,6 +93,14 @@ impl Connections {
             .map(|e| e.resolved.clone())
     }
 
+    /// The cached entry of `key` if the read that gave it began at `asked` or later.
+    fn read_since(&self, key: &Key, asked: Instant) -> Option<Resolved> {
+        self.entries()
+            .get(key)
+            .filter(|e| e.read_from >= asked)
+            .map(|e| e.resolved.clone())
+    }
+
     /// The connection a job in `ns` refers to, as read at most [`TTL`] ago: for following jobs.
     pub async fn resolve(
         &self,
@@ -117,6 +128,7 @@ impl Connections {
         reference: Option<&crate::api::common::ConnectionRef>,
         fresh: bool,
     ) -> Result<Resolved, ConnectionError> {
+        let asked = Instant::now();
         if let Some(r) = reference
             && let Some(other) = r.namespace.as_deref().filter(|o| *o != ns)
         {
@@ -153,10 +165,16 @@ impl Connections {
                 gate.lock_owned().await
             }
         };
-        // A read that ended while this one waited for the gate.
+        // A read that ended while this one waited for the gate; for a create, one that began
+        // after the create asked (so the creates of a burst share one read each, instead of
+        // reading one after another).
         if !fresh && let Some(cached) = self.cached(&key, true) {
             return Ok(cached);
         }
+        if fresh && let Some(read) = self.read_since(&key, asked) {
+            return Ok(read);
+        }
+        let read_from = Instant::now();
         let api_err = |source| ConnectionError::Api {
             connection: name.clone(),
             source,
@@ -212,6 +230,7 @@ impl Connections {
                 && e.versions == versions
             {
                 e.fetched = Instant::now();
+                e.read_from = read_from;
                 return Ok(e.resolved.clone());
             }
         }
@@ -226,6 +245,7 @@ impl Connections {
                 resolved: resolved.clone(),
                 versions,
                 fetched: Instant::now(),
+                read_from,
             },
         );
         Ok(resolved)
@@ -470,6 +490,45 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 4, "one read of each, once");
         connections.resolve("ns", None).await.expect("fresh");
         assert_eq!(reads.load(Ordering::SeqCst), 4, "fresh again: no read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_creates_of_a_burst_share_fresh_reads_and_none_uses_an_older_one() {
+        let answers = Arc::new(Semaphore::new(0));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(Connections::new(
+            fake_client(answers.clone(), reads.clone()),
+            Some("blueking".into()),
+        ));
+        let create = || {
+            let connections = connections.clone();
+            tokio::spawn(async move { connections.resolve_fresh("ns", None).await.map(|_| ()) })
+        };
+        // The first create's read is under way when 20 more ask.
+        let first = create();
+        while reads.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let burst: Vec<_> = (0..20).map(|_| create()).collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        answers.add_permits(100);
+        first.await.expect("joined").expect("read");
+        for c in burst {
+            c.await.expect("joined").expect("read");
+        }
+        // Asked after the first read began, they cannot use it: they share one more read (the
+        // connection and its Secret), not one each.
+        assert_eq!(reads.load(Ordering::SeqCst), 4, "two reads of both");
+        // A create asked once those reads ended reads again.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        connections
+            .resolve_fresh("ns", None)
+            .await
+            .expect("read now");
+        assert_eq!(reads.load(Ordering::SeqCst), 6);
     }
 
     fn spec(v: serde_json::Value) -> BkConnectionSpec {

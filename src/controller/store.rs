@@ -75,6 +75,21 @@ pub fn reference<K: JobKind>(obj: &K) -> ObjectReference {
     }
 }
 
+/// Brings an existing run record up to date, keeping the uid of the object that made the run.
+async fn update_record(api: &Api<BkRun>, record: &BkRun) -> Result<(), StoreError> {
+    let mut spec =
+        serde_json::to_value(&record.spec).map_err(|e| StoreError::Other(e.to_string()))?;
+    if let Some(obj) = spec.as_object_mut() {
+        obj.remove("jobUid");
+    }
+    let name = record.metadata.name.as_deref().unwrap_or_default();
+    let patch = serde_json::json!({ "spec": spec });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(store_error)
+}
+
 impl ObjectStore for KubeStore {
     async fn read<K: JobKind>(&self, ns: &str, name: &str) -> Result<K, StoreError> {
         self.api::<K>(ns)
@@ -193,29 +208,25 @@ impl ObjectStore for KubeStore {
         claimed
     }
 
-    async fn put_record(&self, ns: &str, record: &BkRun) -> Result<bool, StoreError> {
+    async fn put_record(&self, ns: &str, record: &BkRun, known: bool) -> Result<bool, StoreError> {
         let api: Api<BkRun> = Api::namespaced(self.client.clone(), ns);
+        if known {
+            match update_record(&api, record).await {
+                Err(StoreError::NotFound) => {}
+                updated => return updated.map(|()| false),
+            }
+        }
         let params = kube::api::PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()
         };
         match api.create(&params, record).await {
-            Ok(_) => return Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(store_error(e)),
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                update_record(&api, record).await.map(|()| false)
+            }
+            Err(e) => Err(store_error(e)),
         }
-        // It exists: bring it up to date, keeping the uid of the object that made the run.
-        let mut spec =
-            serde_json::to_value(&record.spec).map_err(|e| StoreError::Other(e.to_string()))?;
-        if let Some(obj) = spec.as_object_mut() {
-            obj.remove("jobUid");
-        }
-        let name = record.metadata.name.as_deref().unwrap_or_default();
-        let patch = serde_json::json!({ "spec": spec });
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| false)
-            .map_err(store_error)
     }
 
     async fn records(

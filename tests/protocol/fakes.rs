@@ -774,7 +774,7 @@ impl ObjectStore for SimStore {
         lock(&self.world).events += 1;
     }
 
-    async fn put_record(&self, ns: &str, record: &BkRun) -> Result<bool, StoreError> {
+    async fn put_record(&self, ns: &str, record: &BkRun, _known: bool) -> Result<bool, StoreError> {
         point(&self.world, "store.record.sent").await;
         let result = {
             let mut w = lock(&self.world);

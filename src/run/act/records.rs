@@ -212,7 +212,14 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
 
     async fn put_record(&self, record: BkRun, at: Stage) -> bool {
         let key = record.spec.run_key.clone();
-        match self.life.store.put_record(&self.ns, &record).await {
+        let known = self
+            .life
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .written
+            .contains_key(&key);
+        match self.life.store.put_record(&self.ns, &record, known).await {
             Ok(created) => {
                 let outcome = if created { "create" } else { "update" };
                 self.life.counters.record_write(self.kind, outcome);

@@ -134,11 +134,14 @@ pub trait ObjectStore: Send + Sync {
     /// show them, each with who (`namespace/name`).
     fn claimed_jobs(&self, kind: &'static str, uid: &str) -> HashMap<String, String>;
     /// Writes a run record: creates it, or updates it when it exists (then its `jobUid`, the
-    /// object that made the run, is kept). `true` when it was created.
+    /// object that made the run, is kept). `true` when it was created. `known` says this
+    /// process wrote or adopted it before, so the update is tried first (one request, not a
+    /// refused create and then the update).
     fn put_record(
         &self,
         ns: &str,
         record: &BkRun,
+        known: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// The run records in `ns` labelled with `fingerprint`, as the store holds them at
     /// `not_older_than` (a resourceVersion) or later: every record written before that version
