@@ -41,11 +41,16 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         // Conditional on the version this reconcile last saw: its own last status write's, if
         // it made one (a cancel on deletion writes before letting go), else the cached one's.
         let rv = self.rv();
-        let written = self
-            .life
-            .store
-            .set_finalizers::<K>(&self.ns, &self.name, rv.as_deref(), finalizers)
-            .await;
+        let write =
+            self.life
+                .store
+                .set_finalizers::<K>(&self.ns, &self.name, rv.as_deref(), finalizers);
+        let (written, read_ahead) = if present {
+            let status = self.status();
+            tokio::join!(write, self.guard_read_ahead(&status))
+        } else {
+            (write.await, None)
+        };
         match written {
             Ok(Some(obj)) => {
                 self.life.wrote_object(&obj);
@@ -54,6 +59,7 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
                     // now, not once the watch brings the object back.
                     let next = Reconciler::new(self.life, obj, self.kind)?
                         .delivered_at(self.delivered_rv.clone());
+                    *next.read_ahead.lock().unwrap_or_else(|e| e.into_inner()) = read_ahead;
                     return Box::pin(next.decide_and_act()).await;
                 }
                 Ok(Next::AwaitChange)

@@ -239,6 +239,9 @@ pub struct Reconciler<'a, K: JobKind, S, C> {
     /// The resourceVersion of the object as the watch delivered it: a version of this
     /// incarnation no later than any this reconcile decides on (see [`Self::delivered_at`]).
     delivered_rv: Option<String>,
+    /// The re-creation guard's records, read while the finalizer was written: the fingerprint
+    /// and its records.
+    read_ahead: std::sync::Mutex<Option<(String, Vec<crate::api::BkRun>)>>,
 }
 
 impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
@@ -260,6 +263,7 @@ impl<'a, K: JobKind, S: ObjectStore, C: Connections> Reconciler<'a, K, S, C> {
             kind,
             rv,
             delivered_rv,
+            read_ahead: std::sync::Mutex::new(None),
         })
     }
 

@@ -254,23 +254,26 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
         self.put_record(record, at).await
     }
 
-    /// The re-creation guard, before the first run of an object that never ran: with
-    /// `recreatePolicy: Adopt`, the newest record of the same fingerprint becomes this object's
-    /// run. `None`: no record, the object runs.
-    pub(super) async fn guard(&self, status: &JobStatus) -> Result<Option<Next>, Error> {
+    /// The fingerprint the re-creation guard looks for before this object's first run, if it
+    /// looks: the object never ran and its `recreatePolicy` is `Adopt`.
+    fn guarded_fingerprint(&self, status: &JobStatus) -> Option<String> {
         let never_ran = status.run.is_none() && status.history.is_empty();
         let policy = self.obj.common().recreate_policy.unwrap_or_default();
         if !never_ran || policy == RecreatePolicy::Run {
-            return Ok(None);
+            return None;
         }
         let trigger = crate::run::Trigger::of(&self.obj);
-        let fp = fingerprint(
+        Some(fingerprint(
             K::NAME,
             &self.ns,
             &self.name,
             &trigger.spec_hash,
             trigger.rerun_token.as_deref(),
-        );
+        ))
+    }
+
+    /// The records of fingerprint `fp`.
+    async fn records_of(&self, fp: &str) -> Result<Vec<BkRun>, Error> {
         // Records as of a version of this object or later: a record written before this
         // object was created (its predecessor's, written before that one was let go) is in the
         // answer. The version the watch delivered is the oldest one known, so the API server's
@@ -281,7 +284,38 @@ impl<K: JobKind, S: ObjectStore, C: Connections> Reconciler<'_, K, S, C> {
             .clone()
             .or_else(|| self.rv())
             .ok_or(Error::Unnamed)?;
-        let records = self.life.store.records(&self.ns, &fp, &rv).await?;
+        Ok(self.life.store.records(&self.ns, fp, &rv).await?)
+    }
+
+    /// The guard's records read ahead, while the finalizer is written (the read does not depend
+    /// on that write, and a new object's submission waits for both): `None` when the guard
+    /// will not look, or the read failed (the guard then reads itself).
+    pub(super) async fn guard_read_ahead(
+        &self,
+        status: &JobStatus,
+    ) -> Option<(String, Vec<BkRun>)> {
+        let fp = self.guarded_fingerprint(status)?;
+        let records = self.records_of(&fp).await.ok()?;
+        Some((fp, records))
+    }
+
+    /// The re-creation guard, before the first run of an object that never ran: with
+    /// `recreatePolicy: Adopt`, the newest record of the same fingerprint becomes this object's
+    /// run. `None`: no record, the object runs.
+    pub(super) async fn guard(&self, status: &JobStatus) -> Result<Option<Next>, Error> {
+        let Some(fp) = self.guarded_fingerprint(status) else {
+            return Ok(None);
+        };
+        let read_ahead = self
+            .read_ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(of, _)| *of == fp);
+        let records = match read_ahead {
+            Some((_, records)) => records,
+            None => self.records_of(&fp).await?,
+        };
         // The label narrows the list; the fingerprint in the spec decides.
         let records: Vec<BkRun> = records
             .into_iter()
